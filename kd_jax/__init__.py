@@ -1,0 +1,1 @@
+"""kd_jax: knowledge distillation in JAX/Flax — classifiers and image generators."""
