@@ -1,0 +1,48 @@
+"""Config checks: every field a user sets must be one the trainer knows."""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import ml_collections
+
+from kd_jax import errors
+
+# Fields whose contents are free-form (validated by the component that consumes them).
+FREE_FORM = frozenset({'model', 'losses', 'kwargs', 'stages', 'teachers', 'generator',
+                       'discriminator', 'classifier', 'student', 'feature_extractor'})
+
+
+def check_fields(config: Any, defaults: ml_collections.ConfigDict, prefix: str = 'config') -> None:
+  """Raises ConfigError on the first field of `config` that `defaults` does not have."""
+  for key in config.keys():
+    if key not in defaults:
+      close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+      hint = f"did you mean '{prefix}.{close[0]}'?" if close else (
+          f"known fields: {', '.join(sorted(defaults.keys()))}")
+      raise errors.ConfigError(f"unknown config field '{prefix}.{key}'; {hint}")
+    value, default = config[key], defaults[key]
+    if (key not in FREE_FORM and isinstance(value, (ml_collections.ConfigDict, dict))
+        and isinstance(default, (ml_collections.ConfigDict, dict))):
+      check_fields(value, default, f'{prefix}.{key}')
+
+
+def to_dict(value: Any) -> Any:
+  """ConfigDict/FrozenConfigDict → plain dicts/lists (for JSON and for **kwargs)."""
+  if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+    return {k: to_dict(v) for k, v in value.items()}
+  if isinstance(value, dict):
+    return {k: to_dict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return type(value)(to_dict(v) for v in value)
+  return value
+
+
+def model_kwargs(model_cfg: Any, field: str) -> tuple[str, dict[str, Any]]:
+  """Splits a `{'name': ..., **kwargs}` model config into (name, kwargs)."""
+  cfg = to_dict(model_cfg)
+  if not isinstance(cfg, dict) or 'name' not in cfg:
+    raise errors.ConfigError(f"{field} must be a dict with a 'name' (e.g. {{'name': 'resnet20', "
+                             "'num_classes': 10}).")
+  cfg = dict(cfg)
+  return cfg.pop('name'), cfg

@@ -1,0 +1,249 @@
+"""Classifier training: supervised teachers, scratch students and distilled students, one trainer.
+
+With `config.teacher.checkpoint` empty this trains on labels alone (a teacher or a scratch student);
+with it set, the restored teacher is frozen and its outputs feed the configured loss terms.
+
+The train step is `(state, teacher, batch, rng) -> (state, metrics)`: pure, jitted by the shared loop
+with the state donated, batch sharded over the mesh's `data` axis, everything else replicated.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from kd_jax import config_utils, data, errors, losses, models, optim, parallel, teacher as teacher_lib
+from kd_jax.checkpoint import ensure_workdir
+from kd_jax.data import augment
+from kd_jax.metrics import classification as cls_metrics
+from kd_jax.metrics import cost
+from kd_jax.models import features as features_lib
+from kd_jax.train_state import TrainState, step_key
+from kd_jax.trainers import loop
+from kd_jax.types import Array, Batch, PyTree
+
+STUDENT_PREFIX = 'student_features/'
+TEACHER_PREFIX = 'teacher_features/'
+ADAPTED_PREFIX = 'adapted/'  # adapted/<student path>:<teacher path>: 1x1 conv to the teacher's width
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field a classification config may set (configs start from this)."""
+  c = ml_collections.ConfigDict()
+  c.trainer = 'classification'
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      name='fashion_mnist', data_dir='', batch_size=128, eval_batch_size=1000,
+      cache_in_memory=True, augment=True, crop_padding=2, flip=True, train_split='train',
+      eval_split='test'))
+  c.model = {'name': 'small_cnn', 'num_classes': 10}
+  c.teacher = ml_collections.ConfigDict(dict(checkpoint='', model={}))
+  c.losses = [('ce', 1.0, {})]
+  c.optimizer = optim.default_optimizer_config()
+  c.total_steps = 1000
+  c.log_every = 100
+  c.eval_every = 0
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  return c
+
+
+class _Adapters(nn.Module):
+  """1×1 convs mapping student features to the teacher's channel count (FitNets-style hints)."""
+  out_channels: Mapping[str, int]
+
+  @nn.compact
+  def __call__(self, feats: Mapping[str, Array]) -> dict[str, Array]:
+    return {k: nn.Conv(self.out_channels[k], (1, 1), name=_safe(k))(v) for k, v in feats.items()}
+
+
+def _safe(key: str) -> str:
+  return key.replace('/', '.').replace(':', '-')
+
+
+def _split_required(required: frozenset[str]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+  s_paths, t_paths, adapted = set(), set(), set()
+  for key in required:
+    if key.startswith(STUDENT_PREFIX):
+      s_paths.add(key[len(STUDENT_PREFIX):])
+    elif key.startswith(TEACHER_PREFIX):
+      t_paths.add(key[len(TEACHER_PREFIX):])
+    elif key.startswith(ADAPTED_PREFIX):
+      s, _, t = key[len(ADAPTED_PREFIX):].partition(':')
+      if not t:
+        raise errors.ConfigError(f"loss input {key!r} must be 'adapted/<student path>:<teacher path>'.")
+      adapted.add((s, t))
+      s_paths.add(s)
+      t_paths.add(t)
+  return sorted(s_paths), sorted(t_paths), sorted(adapted)
+
+
+def _single(x: Any) -> Array:
+  # capture_intermediates stores a tuple of outputs per call; modules here are called once.
+  return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains a classifier (optionally distilling a frozen teacher) and evaluates it; see module doc."""
+  config_utils.check_fields(config, default_config())
+  ensure_workdir(workdir)
+  mesh = parallel.make_mesh()
+  local_batch = parallel.check_global_batch(config.data.batch_size, mesh, 'config.data.batch_size')
+  parallel.check_global_batch(config.data.eval_batch_size, mesh, 'config.data.eval_batch_size')
+  del local_batch
+
+  data_dir = config.data.data_dir or None
+  train_src = data.get_source(config.data.name, config.data.train_split, data_dir=data_dir,
+                              cache_in_memory=config.data.cache_in_memory)
+  eval_src = data.get_source(config.data.name, config.data.eval_split, data_dir=data_dir,
+                             cache_in_memory=config.data.cache_in_memory)
+  sample = train_src[0]
+  image_shape = tuple(np.asarray(sample['image']).shape)
+  example = jnp.zeros((1, *image_shape), jnp.float32)
+
+  name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
+  student = models.get(name, **kwargs)
+  composite = losses.compose(config.losses)
+  s_paths, t_paths, adapted = _split_required(composite.required_keys)
+  needs_teacher = any(k.startswith(('teacher', ADAPTED_PREFIX)) or k == 'teacher_logits'
+                      for k in composite.required_keys)
+
+  teacher = None
+  if config.teacher.checkpoint:
+    teacher = teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model,
+                                          role='model', init_args=(example,),
+                                          init_kwargs={'train': False})
+  elif needs_teacher:
+    raise errors.ConfigError(
+        f'config.losses uses teacher outputs ({sorted(composite.required_keys)}) but '
+        'config.teacher.checkpoint is empty; set it to the --workdir of a trained teacher run.')
+
+  # Validate feature paths and find the teacher's channel counts once, outside jit.
+  t_feat_shapes: dict[str, tuple[int, ...]] = {}
+  if s_paths:
+    s_vars = jax.eval_shape(lambda: student.init(jax.random.key(0), example, train=False))
+    jax.eval_shape(lambda v: features_lib.apply_with_features(student, v, example, s_paths,
+                                                              train=False)[1], s_vars)
+  if t_paths and teacher is not None:
+    feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
+        teacher.module, v, example, t_paths, train=False)[1], teacher.variables)
+    t_feat_shapes = {p: tuple(_single(f).shape) for p, f in feats.items()}
+  adapters = _Adapters({f'{s}:{t}': t_feat_shapes[t][-1] for s, t in adapted})
+
+  tx = optim.make_optimizer(config.optimizer, config.total_steps)
+
+  def init(rng: Array) -> TrainState:
+    variables = student.init(rng, example, train=False)
+    params = {'student': variables['params'], 'extras': {}}
+    if adapted:
+      s_feats = features_lib.apply_with_features(student, variables, example, s_paths, train=False)[1]
+      dummy = {f'{s}:{t}': _single(s_feats[s]) for s, t in adapted}
+      params['extras'] = adapters.init(jax.random.fold_in(rng, 1), dummy)['params']
+    model_state = {k: v for k, v in variables.items() if k != 'params'}
+    return TrainState.create(params=params, model_state=model_state, tx=tx)
+
+  def teacher_outputs(t_vars: PyTree, images: Array) -> dict[str, Array]:
+    if teacher is None:
+      return {}
+    logits, feats, _ = features_lib.apply_with_features(teacher.module, t_vars, images, t_paths,
+                                                        train=False)
+    out = {'teacher_logits': logits, **{TEACHER_PREFIX + p: _single(f) for p, f in feats.items()}}
+    # The teacher is frozen: nothing flows back into it.
+    return jax.lax.stop_gradient(out)
+
+  def step(state: TrainState, t_vars: PyTree, batch: Batch, rng: Array):
+    images = augment.normalize(batch['image'])
+    if config.data.augment:
+      images = augment.random_crop_flip(step_key(rng, state.step, 'augment'), images,
+                                        pad=config.data.crop_padding, flip=config.data.flip)
+    t_out = teacher_outputs(t_vars, images)
+
+    def loss_fn(params):
+      variables = {'params': params['student'], **state.model_state}
+      logits, feats, new_state = features_lib.apply_with_features(
+          student, variables, images, s_paths, train=True, mutable=list(state.model_state),
+          rngs={'dropout': step_key(rng, state.step, 'dropout')})
+      outputs = {'student_logits': logits, 'labels': batch['label'], **t_out,
+                 **{STUDENT_PREFIX + p: _single(f) for p, f in feats.items()}}
+      if adapted:
+        mapped = adapters.apply({'params': params['extras']},
+                                {f'{s}:{t}': _single(feats[s]) for s, t in adapted})
+        outputs.update({ADAPTED_PREFIX + k: v for k, v in mapped.items()})
+      total, terms = composite(outputs, state.step)
+      return total, (terms, new_state, logits)
+
+    (total, (terms, new_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    new = state.apply_gradients(grads, dict(new_state))
+    metrics = {'loss': total, **terms, 'grad_norm': optax.global_norm(grads),
+               'accuracy': jnp.mean(cls_metrics.top1_correct(logits, batch['label']))}
+    if 'teacher_logits' in t_out:
+      metrics['agreement'] = jnp.mean(cls_metrics.agreement(logits, t_out['teacher_logits']))
+    return new, metrics
+
+  @jax.jit
+  def eval_step(state: TrainState, t_vars: PyTree, batch: Batch) -> dict[str, Array]:
+    images = augment.normalize(batch['image'])
+    mask = batch['mask']
+    logits = student.apply({'params': state.params['student'], **state.model_state}, images,
+                           train=False)
+    out = {'student_correct': jnp.sum(cls_metrics.top1_correct(logits, batch['label']) * mask),
+           'count': jnp.sum(mask)}
+    if teacher is not None:
+      t_logits = teacher.module.apply(t_vars, images, train=False)
+      out['teacher_correct'] = jnp.sum(cls_metrics.top1_correct(t_logits, batch['label']) * mask)
+      out['agreement'] = jnp.sum(cls_metrics.agreement(logits, t_logits) * mask)
+    return out
+
+  t_vars_global = parallel.replicate(teacher.variables, mesh) if teacher is not None else {}
+
+  def evaluate(state: TrainState, step_: int, writer: Any) -> dict[str, float]:
+    del writer, step_
+    sums: dict[str, Array] | None = None
+    for local in data.eval_batches(eval_src, global_batch_size=config.data.eval_batch_size,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count()):
+      out = eval_step(state, t_vars_global, parallel.to_global(local, mesh))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    host = parallel.fetch(sums)
+    n = float(host['count'])
+    result = {'eval/student_top1': float(host['student_correct']) / n}
+    if teacher is not None:
+      result['eval/teacher_top1'] = float(host['teacher_correct']) / n
+      result['eval/agreement'] = float(host['agreement']) / n
+    return result
+
+  def finalize(state: TrainState, writer: Any) -> dict[str, Any]:
+    s_vars = {'params': state.params['student'], **state.model_state}
+    fwd = lambda v, x: student.apply(v, x, train=False)
+    out = {'student': {'model': config_utils.to_dict(config.model),
+                       'params': cost.param_count(state.params['student']),
+                       'flops_per_example': cost.flops(fwd, s_vars, example)},
+           'extras_params': cost.param_count(state.params['extras'])}
+    if teacher is not None:
+      t_fwd = lambda v, x: teacher.module.apply(v, x, train=False)
+      out['teacher'] = {'model': teacher.model_config,
+                        'checkpoint': config.teacher.checkpoint,
+                        'params': cost.param_count(teacher.variables['params']),
+                        'flops_per_example': cost.flops(t_fwd, teacher.variables, example)}
+    writer.write_texts(int(config.total_steps), {'cost': str(out)})
+    return out
+
+  def export(state: TrainState) -> PyTree:
+    # Only the student: extras (adapters) and the teacher never leave the run.
+    return {'model': {'params': state.params['student'], **state.model_state}}
+
+  train_iter = data.train_iterator(
+      train_src, global_batch_size=config.data.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  task = loop.Task(
+      init=init, step=step, teacher=t_vars_global, train_batches=train_iter, evaluate=evaluate,
+      export=export, finalize=finalize,
+      meta={'trainer': 'classification', 'dataset': config.data.name,
+            'exported': {'model': config_utils.to_dict(config.model)}})
+  return loop.run(task, config, workdir, mesh)

@@ -1,0 +1,181 @@
+"""The one training loop every trainer runs on.
+
+A trainer describes its run as a `Task` (pure init/step functions plus host-side evaluation); this
+module owns everything around it: mesh and shardings, jit with buffer donation, resuming from the
+workdir, periodic metrics/evaluation/checkpoints, the progress line, and `summary.json`.
+
+Data flows one way: config → data iterator → `step(state, teacher, batch, rng)` → metrics/writers/
+checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers
+
+from kd_jax import checkpoint as ckpt_lib
+from kd_jax import errors, parallel, report
+from kd_jax.types import Array, Batch, PyTree
+
+
+@dataclasses.dataclass
+class Task:
+  """What a trainer plugs into the shared loop.
+
+  Attributes:
+    init: `rng -> state`, pure (jitted here, placed replicated).
+    step: `(state, teacher, batch, rng) -> (state, metrics)`, pure; `rng` is the run's root key.
+    teacher: frozen pytree passed to every step as its own argument (None when there is no teacher).
+    train_batches: iterator of per-process numpy batches with grain's `get_state`/`set_state`.
+    evaluate: host-side `(state, step, writer) -> {name: float}`; runs on every process (it may use
+      collectives), only process 0's writer writes.
+    export: pure `state -> pytree` of the variables a later run may restore (e.g. as a teacher).
+    meta: JSON-able description saved with every checkpoint (model configs, dataset, trainer).
+    finalize: host-side `(state, writer) -> {name: value}` extra summary entries at the end of the run.
+  """
+  init: Callable[[Array], PyTree]
+  step: Callable[[PyTree, PyTree, Batch, Array], tuple[PyTree, Mapping[str, Array]]]
+  teacher: PyTree
+  train_batches: Iterator[Mapping[str, np.ndarray]]
+  evaluate: Callable[[PyTree, int, Any], dict[str, float]]
+  export: Callable[[PyTree], PyTree]
+  meta: Mapping[str, Any]
+  finalize: Callable[[PyTree, Any], dict[str, Any]] | None = None
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
+
+
+def _check_finite(metrics: Mapping[str, float], step: int) -> None:
+  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+  if bad:
+    raise FloatingPointError(
+        f'non-finite {bad} at step {step}; lower config.optimizer.learning_rate or check the loss '
+        'weights (the last good checkpoint is kept in the workdir).')
+
+
+def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
+        mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """Trains `task` for `config.total_steps`, resuming from `workdir` if it holds a checkpoint."""
+  chief = parallel.is_chief()
+  repl = parallel.replicated(mesh)
+  batch_sh = parallel.batch_sharding(mesh)
+  root_key = jax.random.key(config.seed)
+
+  checkpointer = ckpt_lib.Checkpointer(workdir, save_every=config.checkpoint_every,
+                                       keep=config.keep_checkpoints)
+  init_fn = jax.jit(task.init, out_shardings=repl)
+  abstract = jax.eval_shape(task.init, root_key)
+  start = checkpointer.latest_step()
+  if start is not None:
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                            abstract)
+    state, data_state = checkpointer.restore(abstract, start)
+    if data_state:
+      task.train_batches.set_state(data_state)
+    logging.info('Resumed from %s at step %d.', checkpointer.directory, start)
+    if chief:
+      print(f'[kd_jax] resuming {workdir} from step {start}', flush=True)
+  else:
+    state = init_fn(root_key)
+    start = 0
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=not chief, asynchronous=True)
+  if start == 0 and chief:
+    writer.write_hparams({k: v for k, v in _flat_config(config).items()
+                          if isinstance(v, (int, float, str, bool))})
+
+  # Donating the state lets XLA update params/optimizer buffers in place.
+  step_fn = jax.jit(task.step, donate_argnums=(0,),
+                    in_shardings=(repl, repl, batch_sh, repl), out_shardings=(repl, repl))
+  teacher = task.teacher if task.teacher is not None else {}
+
+  total = int(config.total_steps)
+  pending: list[Mapping[str, Array]] = []
+  last_eval: dict[str, float] = {}
+  t_last, steps_since = time.perf_counter(), 0
+  t_start = t_last
+  for step in range(start + 1, total + 1):
+    local = next(task.train_batches)
+    batch = parallel.to_global(local, mesh)
+    state, metrics = step_fn(state, teacher, batch, root_key)
+    pending.append(metrics)
+    steps_since += 1
+    if step % config.log_every == 0 or step == total:
+      # One device→host transfer per log period keeps the host out of the step loop.
+      stacked = parallel.fetch(pending)
+      avg = {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+      pending.clear()
+      _check_finite(avg, step)
+      now = time.perf_counter()
+      rate = steps_since / max(now - t_last, 1e-9)
+      t_last, steps_since = now, 0
+      avg['steps_per_sec'] = rate
+      writer.write_scalars(step, {f'train/{k}': v for k, v in avg.items()})
+      if chief:
+        eta = (total - step) / max(rate, 1e-9)
+        terms = ' '.join(f'{k}={v:.4g}' for k, v in sorted(avg.items())
+                         if k != 'steps_per_sec' and '/' not in k)
+        print(f'[kd_jax] step {step}/{total} {terms} | {rate:.2f} step/s | ETA {_format_eta(eta)}',
+              flush=True)
+    if config.eval_every and (step % config.eval_every == 0) and step != total:
+      last_eval = task.evaluate(state, step, writer)
+      writer.write_scalars(step, last_eval)
+    if checkpointer.manager.should_save(step) or step == total:
+      _save(checkpointer, task, state, step, force=step == total)
+  if start >= total:
+    logging.info('Nothing to train: checkpoint step %d >= total_steps %d.', start, total)
+  last_eval = task.evaluate(state, total, writer)
+  writer.write_scalars(total, last_eval)
+  extra = task.finalize(state, writer) if task.finalize else {}
+  writer.flush()
+  checkpointer.close()
+  summary = {'workdir': workdir, 'step': total, 'trainer': config.trainer,
+             'train_seconds': time.perf_counter() - t_start, 'eval': last_eval, **extra}
+  if chief:
+    report.write_summary(f'{workdir}/summary.json', summary)
+  return summary
+
+
+def _save(checkpointer: ckpt_lib.Checkpointer, task: Task, state: PyTree, step: int,
+          force: bool) -> None:
+  data_state = task.train_batches.get_state() if hasattr(task.train_batches, 'get_state') else {}
+  # Round-trip through JSON so the saved iterator state is plain data.
+  data_state = json.loads(json.dumps(data_state, default=_json_default))
+  export = jax.jit(task.export)(state)
+  checkpointer.save(step, state=state, data_state=data_state, export=export,
+                    meta=dict(task.meta, step=step), force=force)
+
+
+def _json_default(o: Any) -> Any:
+  if isinstance(o, (np.integer,)):
+    return int(o)
+  if isinstance(o, bytes):
+    return o.decode('latin-1')
+  return str(o)
+
+
+def _flat_config(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      out.update(_flat_config(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def jnp_mean_masked(x: Array, mask: Array | None) -> Array:
+  if mask is None:
+    return jnp.mean(x)
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,0 +1,46 @@
+"""Launch a kd_jax run from a config file.
+
+  python launch.py --config configs/fashion_mnist/teacher.py --workdir workdirs/fm_teacher
+  python launch.py --config configs/fashion_mnist/kd_student.py:tiny --workdir /tmp/x \
+      --config.total_steps=50
+
+Several processes (one per host, or several on one machine): pass --num_processes/--process_id/
+--coordinator_address, or run under a cluster launcher that JAX detects (SLURM, Open MPI, TPU pods,
+KD_JAX_DISTRIBUTED=1).
+"""
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file[:arg].',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and reports.')
+_COORD = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-process).')
+_NPROC = flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process).')
+_PID = flags.DEFINE_integer('process_id', None, 'This process index (multi-process).')
+_CPU_COLL = flags.DEFINE_string('cpu_collectives', None,
+                                "CPU cross-process collectives, e.g. 'gloo' (CPU-only multi-process).")
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Imports after flag parsing so --help is fast and XLA_FLAGS set by the caller take effect.
+  from kd_jax import errors, parallel, trainers  # pylint: disable=import-outside-toplevel
+  try:
+    parallel.maybe_initialize_distributed(_COORD.value, _NPROC.value, _PID.value, _CPU_COLL.value)
+    config = _CONFIG.value
+    trainer = trainers.get(config.get('trainer', 'classification'))
+    trainer(config, _WORKDIR.value)
+  except errors.KDError as e:
+    print(f'kd_jax: error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  if parallel.is_chief():
+    print(f"[kd_jax] done: summary at {_WORKDIR.value}/summary.json; TensorBoard: "
+          f"tensorboard --logdir {_WORKDIR.value}", flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
