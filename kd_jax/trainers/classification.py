@@ -25,12 +25,9 @@ from kd_jax.metrics import cost
 from kd_jax.models import features as features_lib
 from kd_jax.train_state import TrainState, step_key
 from kd_jax.trainers import loop
+from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, FeaturePlan, first
+from kd_jax.trainers import feature_plan
 from kd_jax.types import Array, Batch, PyTree
-
-STUDENT_PREFIX = 'student_features/'
-TEACHER_PREFIX = 'teacher_features/'
-ADAPTED_PREFIX = 'adapted/'  # adapted/<student path>:<teacher path>: 1x1 conv to the teacher's width
-
 
 def default_config() -> ml_collections.ConfigDict:
   """Every field a classification config may set (configs start from this)."""
@@ -53,39 +50,13 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-class _Adapters(nn.Module):
-  """1×1 convs mapping student features to the teacher's channel count (FitNets-style hints)."""
-  out_channels: Mapping[str, int]
-
-  @nn.compact
-  def __call__(self, feats: Mapping[str, Array]) -> dict[str, Array]:
-    return {k: nn.Conv(self.out_channels[k], (1, 1), name=_safe(k))(v) for k, v in feats.items()}
-
-
-def _safe(key: str) -> str:
-  return key.replace('/', '.').replace(':', '-')
-
-
-def _split_required(required: frozenset[str]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-  s_paths, t_paths, adapted = set(), set(), set()
-  for key in required:
-    if key.startswith(STUDENT_PREFIX):
-      s_paths.add(key[len(STUDENT_PREFIX):])
-    elif key.startswith(TEACHER_PREFIX):
-      t_paths.add(key[len(TEACHER_PREFIX):])
-    elif key.startswith(ADAPTED_PREFIX):
-      s, _, t = key[len(ADAPTED_PREFIX):].partition(':')
-      if not t:
-        raise errors.ConfigError(f"loss input {key!r} must be 'adapted/<student path>:<teacher path>'.")
-      adapted.add((s, t))
-      s_paths.add(s)
-      t_paths.add(t)
-  return sorted(s_paths), sorted(t_paths), sorted(adapted)
-
-
-def _single(x: Any) -> Array:
-  # capture_intermediates stores a tuple of outputs per call; modules here are called once.
-  return x[0] if isinstance(x, (tuple, list)) else x
+def _feature_shapes(module: nn.Module, variables: PyTree, example: Array,
+                    paths: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+  if not paths:
+    return {}
+  feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
+      module, v, example, paths, train=False)[1], variables)
+  return {p: tuple(first(f).shape) for p, f in feats.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -109,9 +80,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
   student = models.get(name, **kwargs)
   composite = losses.compose(config.losses)
-  s_paths, t_paths, adapted = _split_required(composite.required_keys)
-  needs_teacher = any(k.startswith(('teacher', ADAPTED_PREFIX)) or k == 'teacher_logits'
-                      for k in composite.required_keys)
+  plan = FeaturePlan.from_keys(composite.required_keys)
+  s_paths, t_paths, adapted = plan.student_paths, plan.teacher_paths, plan.adapted
+  needs_teacher = any(k.startswith(('teacher', ADAPTED)) for k in composite.required_keys)
 
   teacher = None
   if config.teacher.checkpoint:
@@ -123,17 +94,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f'config.losses uses teacher outputs ({sorted(composite.required_keys)}) but '
         'config.teacher.checkpoint is empty; set it to the --workdir of a trained teacher run.')
 
-  # Validate feature paths and find the teacher's channel counts once, outside jit.
-  t_feat_shapes: dict[str, tuple[int, ...]] = {}
-  if s_paths:
-    s_vars = jax.eval_shape(lambda: student.init(jax.random.key(0), example, train=False))
-    jax.eval_shape(lambda v: features_lib.apply_with_features(student, v, example, s_paths,
-                                                              train=False)[1], s_vars)
-  if t_paths and teacher is not None:
-    feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
-        teacher.module, v, example, t_paths, train=False)[1], teacher.variables)
-    t_feat_shapes = {p: tuple(_single(f).shape) for p, f in feats.items()}
-  adapters = _Adapters({f'{s}:{t}': t_feat_shapes[t][-1] for s, t in adapted})
+  # Validate feature paths (clear error for a bad one) and size the adapters once, outside jit.
+  s_shapes = _feature_shapes(student, jax.eval_shape(
+      lambda: student.init(jax.random.key(0), example, train=False)), example, s_paths)
+  t_shapes = _feature_shapes(teacher.module, teacher.variables, example, t_paths) if teacher else {}
+  adapters = Adapters(feature_plan.check_adaptable(plan, s_shapes, t_shapes))
 
   tx = optim.make_optimizer(config.optimizer, config.total_steps)
 
@@ -142,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     params = {'student': variables['params'], 'extras': {}}
     if adapted:
       s_feats = features_lib.apply_with_features(student, variables, example, s_paths, train=False)[1]
-      dummy = {f'{s}:{t}': _single(s_feats[s]) for s, t in adapted}
+      dummy = {f'{s}:{t}': first(s_feats[s]) for s, t in adapted}
       params['extras'] = adapters.init(jax.random.fold_in(rng, 1), dummy)['params']
     model_state = {k: v for k, v in variables.items() if k != 'params'}
     return TrainState.create(params=params, model_state=model_state, tx=tx)
@@ -152,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       return {}
     logits, feats, _ = features_lib.apply_with_features(teacher.module, t_vars, images, t_paths,
                                                         train=False)
-    out = {'teacher_logits': logits, **{TEACHER_PREFIX + p: _single(f) for p, f in feats.items()}}
+    out = {'teacher_logits': logits, **{TEACHER + p: first(f) for p, f in feats.items()}}
     # The teacher is frozen: nothing flows back into it.
     return jax.lax.stop_gradient(out)
 
@@ -169,11 +134,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           student, variables, images, s_paths, train=True, mutable=list(state.model_state),
           rngs={'dropout': step_key(rng, state.step, 'dropout')})
       outputs = {'student_logits': logits, 'labels': batch['label'], **t_out,
-                 **{STUDENT_PREFIX + p: _single(f) for p, f in feats.items()}}
+                 **{STUDENT + p: first(f) for p, f in feats.items()}}
       if adapted:
         mapped = adapters.apply({'params': params['extras']},
-                                {f'{s}:{t}': _single(feats[s]) for s, t in adapted})
-        outputs.update({ADAPTED_PREFIX + k: v for k, v in mapped.items()})
+                                {f'{s}:{t}': first(feats[s]) for s, t in adapted})
+        outputs.update({ADAPTED + k: v for k, v in mapped.items()})
       total, terms = composite(outputs, state.step)
       return total, (terms, new_state, logits)
 

@@ -1,0 +1,4 @@
+"""Evaluation metrics: classification accuracy/agreement, image quality, and model cost.
+
+Each submodule stands alone (arrays in, numbers out) and knows nothing of models, losses or trainers.
+"""

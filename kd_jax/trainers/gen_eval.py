@@ -1,0 +1,118 @@
+"""Host-side evaluation of image generators: samples, grids, FID/KID/PR, PSNR/SSIM, cost.
+
+Evaluation runs on host copies of the (replicated) variables with local jit, identically on every
+process, so no cross-process collective is needed; only process 0's writer writes. Every image
+quality number is reported with its sample count and feature extractor.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kd_jax import errors, parallel, report, teacher as teacher_lib
+from kd_jax.metrics import cost, image as image_metrics
+from kd_jax.models import features as features_lib
+from kd_jax.types import Array, PyTree
+
+FeatureFn = Callable[[Array], Array]
+
+
+def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int],
+                     field: str = 'config.eval.classifier_checkpoint') -> tuple[FeatureFn, str]:
+  """A trained classifier's features at `layer` as a jitted images→[B, D] function, and its name."""
+  if not checkpoint:
+    raise errors.ConfigError(f'{field} is empty; FID/KID/precision/recall need a trained classifier '
+                             'run (e.g. the Fashion-MNIST teacher workdir).')
+  example = jnp.zeros((1, *image_shape), jnp.float32)
+  net = teacher_lib.restore_teacher(checkpoint, {}, role='model', init_args=(example,),
+                                    init_kwargs={'train': False}, field=field.rsplit('.', 1)[0])
+  variables = jax.device_get(net.variables)
+
+  @jax.jit
+  def fn(images: Array) -> Array:
+    _, feats, _ = features_lib.apply_with_features(net.module, variables, images, [layer],
+                                                   train=False)
+    f = feats[layer]
+    f = f[0] if isinstance(f, (tuple, list)) else f
+    # Spatial maps are average-pooled, the usual reduction for feature-space metrics.
+    return f.reshape(f.shape[0], -1, f.shape[-1]).mean(axis=1) if f.ndim == 4 else f
+
+  name = f"{net.model_config.get('name')}@{layer} ({checkpoint})"
+  return fn, name
+
+
+def batched(fn: Callable[..., Array], n: int, batch: int, *args_fn: Callable[[int, int], Any]
+            ) -> np.ndarray:
+  """Calls `fn(*[a(start, size) for a in args_fn])` over chunks and concatenates on host."""
+  out = []
+  for start in range(0, n, batch):
+    size = min(batch, n - start)
+    out.append(np.asarray(fn(*[a(start, size) for a in args_fn]))[:size])
+  return np.concatenate(out)
+
+
+def quality_report(fake_feats: np.ndarray, real_feats: np.ndarray, extractor: str, *,
+                   seed: int) -> dict[str, Any]:
+  """FID, KID, precision/recall and diversity, with the sample counts and the extractor named."""
+  kid_mean, kid_std = image_metrics.kid(fake_feats, real_feats, seed=seed)
+  precision, recall = image_metrics.precision_recall(real_feats, fake_feats)
+  return {'fid': float(image_metrics.fid(fake_feats, real_feats)),
+          'kid': float(kid_mean), 'kid_std': float(kid_std),
+          'precision': float(precision), 'recall': float(recall),
+          'diversity': float(image_metrics.diversity(fake_feats[:2000])),
+          'num_samples': int(fake_feats.shape[0]), 'num_real': int(real_feats.shape[0]),
+          'feature_extractor': extractor}
+
+
+def pair_report(student: np.ndarray, reference: np.ndarray, prefix: str) -> dict[str, float]:
+  """Mean PSNR/SSIM (dB / unitless) of student images against references in [-1, 1]."""
+  return {f'{prefix}psnr': float(np.mean(image_metrics.psnr(student, reference))),
+          f'{prefix}ssim': float(np.mean(image_metrics.ssim(student, reference)))}
+
+
+def cost_report(apply_fn: Callable[..., Array], variables: PyTree, *example: Array,
+                batch: int = 256) -> dict[str, float]:
+  """Params, FLOPs per example (XLA cost analysis, batch-1 forward) and items/s at `batch`."""
+  one = [e[:1] for e in example]
+  big = [jnp.repeat(e[:1], batch, axis=0) for e in example]
+  return {'params': int(cost.param_count(variables['params'])),
+          'flops_per_example': float(cost.flops(apply_fn, variables, *one)),
+          'images_per_sec': float(cost.throughput(apply_fn, variables, *big, n_iters=5, warmup=1)
+                                  * batch)}
+
+
+def write_grid(workdir: str, name: str, step: int, rows: Sequence[tuple[str, np.ndarray]],
+               writer: Any, ncols: int = 16) -> str:
+  """Labelled side-by-side grid → `<workdir>/images/<name>_<step>.png` and TensorBoard (chief)."""
+  grid = report.side_by_side(rows, ncols=ncols)
+  path = os.path.join(workdir, 'images', f'{name}_{step:06d}.png')
+  if parallel.is_chief():
+    report.save_png(path, grid)
+    img = grid if grid.ndim == 3 else grid[..., None]
+    writer.write_images(step, {f'images/{name}': img[None]})
+  return path
+
+
+def real_images(source: Any, n: int) -> np.ndarray:
+  """The first `n` images of a data source, normalised to [-1, 1] (float32, NHWC)."""
+  n = min(n, len(source))
+  imgs = np.stack([np.asarray(source[i]['image']) for i in range(n)])
+  return imgs.astype(np.float32) / 127.5 - 1.0
+
+
+def labels_of(source: Any, n: int) -> np.ndarray:
+  return np.asarray([int(source[i]['label']) for i in range(min(n, len(source)))], np.int32)
+
+
+def host(tree: PyTree) -> PyTree:
+  """Replicated global arrays → host numpy (every process has the whole value)."""
+  return parallel.fetch(tree)
+
+
+def module_apply(module: nn.Module) -> Callable[..., Array]:
+  return lambda v, *a: module.apply(v, *a, train=False)
