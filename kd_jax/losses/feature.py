@@ -243,7 +243,7 @@ def cc(student_features: Array, teacher_features: Array, *, gamma: float = 0.4,
   differences — and is not what this computes.) Feature sizes may differ.
 
   Example:
-    >>> x = jnp.array([[1., 0.], [1., 1.]]); cc(x, 3. * x)
+    >>> x = jnp.array([[1., 0.], [1., 1.]]); jnp.round(cc(x, 3. * x), 6)
     Array([0., 0.], dtype=float32)
   """
   _utils.require_same_batch('cc', student_features, teacher_features)

@@ -1,4 +1,5 @@
 """Evaluation metrics: classification accuracy/agreement, image quality, and model cost.
 
-Each submodule stands alone (arrays in, numbers out) and knows nothing of models, losses or trainers.
+Each submodule stands alone (arrays in, numbers out): it knows nothing of models, losses or
+trainers.
 """

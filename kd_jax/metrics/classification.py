@@ -3,8 +3,6 @@
 They return one value per example so padded eval batches can be masked before the single reduction,
 and so sums over batches and devices stay exact (divide by the true count once, at the end).
 """
-from __future__ import annotations
-
 import flax
 import jax.numpy as jnp
 from clu import metrics as clu_metrics
@@ -46,6 +44,7 @@ def agreement(student_logits: Array, teacher_logits: Array, mask: Array | None =
   return _apply_mask(same.astype(jnp.float32), mask)
 
 
+# No `from __future__ import annotations` here: clu reads the field annotations as classes.
 @flax.struct.dataclass
 class EvalMetrics(clu_metrics.Collection):
   """Masked running means of per-example `top1` and `agreement`, for clu-style eval accumulation.

@@ -1,0 +1,130 @@
+"""Builds TFDS's `fashion_mnist` offline, from the IDX files of Debian's `dataset-fashion-mnist`.
+
+TFDS's own builder downloads the IDX files and rejects local copies (their gzip checksums differ), so
+we subclass it and change only how the files are obtained. Version, splits, features and example keys
+are inherited, so the result is the same dataset TFDS would write and `tfds.data_source('fashion_mnist')`
+reads it like any other.
+"""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from kd_jax import errors
+
+IDX_DIR_ENV = 'KD_JAX_FASHION_MNIST_IDX_DIR'
+DEFAULT_IDX_DIR = '/usr/share/datasets/fashion-mnist'
+HOW_TO_GET = ('apt-get install dataset-fashion-mnist (or set KD_JAX_FASHION_MNIST_IDX_DIR), '
+              'or run where TFDS downloads work')
+
+# (split, images file, labels file), as named in the original Fashion-MNIST release.
+_FILES = (
+    ('train', 'train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+    ('test', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
+)
+_UBYTE = 0x08  # IDX type code for unsigned bytes.
+_IMAGE_SHAPE = tfds_mnist.MNIST_IMAGE_SHAPE[:2]
+
+
+def idx_dir() -> str:
+  """The directory holding the IDX files: `$KD_JAX_FASHION_MNIST_IDX_DIR`, else Debian's location."""
+  return os.environ.get(IDX_DIR_ENV) or DEFAULT_IDX_DIR
+
+
+def idx_files_present(directory: str) -> bool:
+  """Whether all four gzipped IDX files are in `directory`."""
+  return all(os.path.isfile(os.path.join(directory, name))
+             for _, images, labels in _FILES for name in (images, labels))
+
+
+def read_idx_header(path: str) -> tuple[int, ...]:
+  """Returns the dimensions in the header of an uncompressed IDX file of unsigned bytes.
+
+  Also checks the file holds exactly that many bytes, so a truncated file fails here with a clear
+  message instead of deep inside TFDS.
+  """
+  with open(path, 'rb') as f:
+    magic = f.read(4)
+    if len(magic) != 4 or magic[:3] != bytes((0, 0, _UBYTE)):
+      raise errors.DatasetUnavailableError(
+          f'{path} is not an IDX file of unsigned bytes; reinstall the Fashion-MNIST files '
+          f'({HOW_TO_GET}).')
+    ndim = magic[3]
+    shape = tuple(int(d) for d in np.frombuffer(f.read(4 * ndim), dtype='>u4'))
+  expected_size = 4 + 4 * ndim + int(np.prod(shape))
+  if len(shape) != ndim or os.path.getsize(path) != expected_size:
+    raise errors.DatasetUnavailableError(
+        f'{path} is truncated or corrupt (header says {shape}); reinstall the Fashion-MNIST files '
+        f'({HOW_TO_GET}).')
+  return shape
+
+
+def _split_size(images_path: str, labels_path: str) -> int:
+  """Number of examples of one split, after checking both files agree with each other."""
+  images_shape = read_idx_header(images_path)
+  labels_shape = read_idx_header(labels_path)
+  if images_shape[1:] != _IMAGE_SHAPE or len(labels_shape) != 1 or images_shape[0] != labels_shape[0]:
+    raise errors.DatasetUnavailableError(
+        f'{images_path} holds images {images_shape} and {labels_path} labels {labels_shape}; expected '
+        f'[N, 28, 28] and [N]. Reinstall the Fashion-MNIST files ({HOW_TO_GET}).')
+  return images_shape[0]
+
+
+class OfflineFashionMNIST(tfds_mnist.FashionMNIST, skip_registration=True):
+  """TFDS's FashionMNIST builder, reading the gzipped IDX files from a local directory.
+
+  `skip_registration` keeps TFDS's registered `fashion_mnist` in charge of reading; this class only
+  writes. The split sizes come from the IDX headers, so a tiny fake set works in tests.
+  """
+
+  name = 'fashion_mnist'
+
+  def __init__(self, *, idx_dir: str, **kwargs):  # pylint: disable=redefined-outer-name
+    self._idx_dir = idx_dir
+    super().__init__(**kwargs)
+
+  def _split_generators(self, dl_manager):
+    # TFDS's extractor gunzips into the download dir; the inherited `_generate_examples` then reads
+    # the raw IDX exactly as the online builder does, so the written records are the same.
+    generators = []
+    for split, images, labels in _FILES:
+      paths = dl_manager.extract({
+          'data_path': os.path.join(self._idx_dir, images),
+          'label_path': os.path.join(self._idx_dir, labels),
+      })
+      paths = {k: os.fspath(v) for k, v in paths.items()}
+      generators.append(tfds.core.SplitGenerator(
+          name=split,
+          gen_kwargs=dict(num_examples=_split_size(paths['data_path'], paths['label_path']), **paths)))
+    return generators
+
+
+def build(data_dir: str | None, source_dir: str | None = None) -> None:
+  """Writes `fashion_mnist` as array_record into `data_dir` from the IDX files in `source_dir`.
+
+  TFDS writes into a temporary directory and renames it when complete, so a crash never leaves a
+  dataset that looks prepared. Callers serialise concurrent builds (see `sources.py`).
+
+  Args:
+    data_dir: TFDS data dir (None: TFDS's default).
+    source_dir: directory of the four `*-ubyte.gz` files (None: `idx_dir()`).
+
+  Raises:
+    DatasetUnavailableError: the IDX files are missing or corrupt.
+  """
+  source_dir = source_dir or idx_dir()
+  if not idx_files_present(source_dir):
+    raise errors.DatasetUnavailableError(
+        f"fashion_mnist: IDX files not found in {source_dir}; {HOW_TO_GET}.")
+  builder = OfflineFashionMNIST(idx_dir=source_dir, data_dir=data_dir)
+  root = os.fspath(builder.data_dir_root)
+  os.makedirs(root, exist_ok=True)
+  # The gunzipped copies are only needed while writing; keep them out of the data dir afterwards.
+  scratch = tempfile.mkdtemp(prefix='.kd_jax_fashion_mnist_', dir=root)
+  try:
+    builder.download_and_prepare(download_dir=scratch, file_format='array_record')
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)

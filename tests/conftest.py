@@ -1,0 +1,91 @@
+"""Shared fixtures. 8 virtual CPU devices for every test (set before jax is imported)."""
+import gzip
+import importlib.util
+import os
+import sys
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)  # configs/ import their shared module as `configs.<dataset>.common`
+DEBIAN_IDX = '/usr/share/datasets/fashion-mnist'
+TINY_TRAIN, TINY_TEST = 512, 256
+
+
+def _read_idx_gz(path: str) -> np.ndarray:
+  with gzip.open(path, 'rb') as f:
+    raw = f.read()
+  ndim = raw[3]
+  shape = tuple(int(d) for d in np.frombuffer(raw[4:4 + 4 * ndim], dtype='>u4'))
+  return np.frombuffer(raw[4 + 4 * ndim:], dtype=np.uint8).reshape(shape)
+
+
+def write_idx_gz(path: str, array: np.ndarray) -> None:
+  header = bytes((0, 0, 0x08, array.ndim)) + np.asarray(array.shape, '>u4').tobytes()
+  with gzip.open(path, 'wb') as f:
+    f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def make_tiny_idx(directory: str, n_train: int = TINY_TRAIN, n_test: int = TINY_TEST) -> str:
+  """The first images of the real Fashion-MNIST when Debian's files are here, else random ones."""
+  os.makedirs(directory, exist_ok=True)
+  names = (('train', n_train), ('t10k', n_test))
+  for prefix, n in names:
+    img_src = os.path.join(DEBIAN_IDX, f'{prefix}-images-idx3-ubyte.gz')
+    if os.path.exists(img_src):
+      images = _read_idx_gz(img_src)[:n]
+      labels = _read_idx_gz(os.path.join(DEBIAN_IDX, f'{prefix}-labels-idx1-ubyte.gz'))[:n]
+    else:
+      rng = np.random.default_rng(0)
+      labels = rng.integers(0, 10, n).astype(np.uint8)
+      images = (rng.random((n, 28, 28)) * 40 + labels[:, None, None] * 20).astype(np.uint8)
+    write_idx_gz(os.path.join(directory, f'{prefix}-images-idx3-ubyte.gz'), images)
+    write_idx_gz(os.path.join(directory, f'{prefix}-labels-idx1-ubyte.gz'), labels)
+  return directory
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir holding a tiny `fashion_mnist` built by kd_jax's real offline builder."""
+  from kd_jax.data import fashion_mnist  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp('tfds')
+  idx = make_tiny_idx(str(root / 'idx'))
+  data_dir = str(root / 'data')
+  fashion_mnist.build(data_dir, idx)
+  return data_dir
+
+
+def load_config(relpath: str, arg: str | None = None):
+  """Imports configs/<relpath> the way ml_collections' config_flags does and calls get_config."""
+  path = os.path.join(REPO, 'configs', relpath)
+  spec = importlib.util.spec_from_file_location(f'cfg_{abs(hash(path))}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def tiny_config(relpath: str, data_dir: str, **fields):
+  """The config's `tiny` variant on the tiny dataset, with dotted-path overrides."""
+  config = load_config(relpath, 'tiny')
+  config.data.data_dir = data_dir
+  for key, value in fields.items():
+    target = config
+    *path, last = key.split('.')
+    for p in path:
+      target = target[p]
+    target[last] = value
+  return config
+
+
+@pytest.fixture(scope='session')
+def teacher_workdir(tiny_data_dir, tmp_path_factory) -> str:
+  """A tiny classification teacher trained once per session."""
+  from kd_jax.trainers import classification  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path_factory.mktemp('teacher'))
+  classification.train_and_evaluate(tiny_config('fashion_mnist/teacher.py', tiny_data_dir), workdir)
+  return workdir
