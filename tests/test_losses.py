@@ -302,36 +302,33 @@ def test_every_registered_loss_is_tested():
   assert set(CASES) == set(losses.names())
 
 
+def _value_and_student_grad(fn, args):
+  """Per-example values and the gradient of their mean w.r.t. the first (student) input, jitted.
+
+  One compilation per loss: far cheaper than eager op-by-op dispatch of a backward pass.
+  """
+  def mean_and_values(x, rest):
+    values = fn(x, *rest)
+    return jnp.mean(values), values
+  (_, values), grad = jax.jit(jax.value_and_grad(mean_and_values, has_aux=True))(args[0], args[1:])
+  return values, grad
+
+
 @pytest.mark.parametrize('name', sorted(CASES))
-def test_matches_numpy_reference(name):
+def test_matches_numpy_reference_jit_eager_and_grads(name):
   fn, keys, per_example, batch = CASES[name]
-  out = fn(*_args(keys))
+  args = _args(keys)
+  out, grad = _value_and_student_grad(fn, args)
   assert out.shape == (B,) and out.dtype == jnp.float32
   if per_example is not None:
     np.testing.assert_allclose(out, per_example(), rtol=RTOL, atol=ATOL)
   if batch is not None:
     # Batch-relational: the mean of the per-example decomposition is the reference batch loss.
     np.testing.assert_allclose(jnp.mean(out), batch(), rtol=RTOL, atol=ATOL)
+  # Eager (op-by-op) execution agrees with the jitted one.
+  np.testing.assert_allclose(fn(*args), out, rtol=1e-6, atol=1e-6)
   assert np.all(np.isfinite(out))
-
-
-@pytest.mark.parametrize('name', sorted(CASES))
-def test_jit_equals_eager(name):
-  fn, keys, _, _ = CASES[name]
-  args = _args(keys)
-  np.testing.assert_allclose(jax.jit(fn)(*args), fn(*args), rtol=1e-6, atol=1e-6)
-
-
-def _student_grad(fn, args):
-  """Gradient of the batch mean w.r.t. the first (student / prediction) input."""
-  return jax.grad(lambda x: jnp.mean(fn(x, *args[1:])))(args[0])
-
-
-@pytest.mark.parametrize('name', sorted(CASES))
-def test_student_gradients_are_finite(name):
-  fn, keys, _, _ = CASES[name]
-  g = _student_grad(fn, _args(keys))
-  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(g))
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(grad))
 
 
 @pytest.mark.parametrize('name', ['at', 'sp', 'rkd', 'pkt', 'nst', 'cc', 'relation_kl', 'lpips'])
@@ -343,25 +340,23 @@ def test_gradients_finite_at_degenerate_features(name):
     x = x.at[0].set(0.0)          # an all-zero example (e.g. dead ReLU features)
     return x.at[2].set(x[1])      # two identical examples
   args[0] = jax.tree.map(degenerate, args[0])
-  out = fn(*args)
-  g = _student_grad(fn, args)
+  out, g = _value_and_student_grad(fn, args)
   assert np.all(np.isfinite(out))
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(g))
 
 
-@pytest.mark.parametrize('name', ['kd', 'dkd', 'dist', 'at', 'rkd', 'pkt', 'relation_kl', 'vid',
-                                  'tempered_sigmoid_kl'])
+@pytest.mark.parametrize('name', ['kd', 'dkd', 'at', 'rkd', 'relation_kl'])
 def test_check_grads(name):
   fn, keys, _, _ = CASES[name]
   args = _args(keys)
   # Finite differences in float32 need a larger step; float-valued inputs only.
-  check_grads(lambda x: fn(x, *args[1:]), (args[0],), order=1, modes=('rev',), eps=1e-2,
+  check_grads(jax.jit(lambda x: fn(x, *args[1:])), (args[0],), order=1, modes=('rev',), eps=1e-2,
               atol=2e-2, rtol=2e-2)
 
 
 def test_vid_gradient_reaches_the_variance_parameter():
   mu, t, raw = _args(('s_map', 's_map_same', 'raw_var'))
-  g = jax.grad(lambda v: jnp.mean(losses.vid(mu, t, v)))(raw)
+  g = jax.jit(jax.grad(lambda v: jnp.mean(losses.vid(mu, t, v))))(raw)
   assert g.shape == raw.shape and np.all(np.isfinite(g)) and np.any(g != 0)
 
 
@@ -481,9 +476,11 @@ def test_vid_init_gives_the_requested_variance():
 
 def test_bfloat16_inputs_compute_in_float32():
   s = jnp.asarray(X['s_logits'], jnp.bfloat16)
-  out = losses.kd(s, s + 1.0)
+  t = jnp.asarray(X['t_logits'], jnp.bfloat16)
+  out = losses.kd(s, t)
   assert out.dtype == jnp.float32
-  np.testing.assert_allclose(out, np.zeros(B), atol=1e-6)
+  # Same as upcasting first: no softmax/log was done in bfloat16.
+  np.testing.assert_allclose(out, losses.kd(s.astype(jnp.float32), t.astype(jnp.float32)), rtol=1e-6)
 
 
 @pytest.mark.parametrize('call, match', [

@@ -8,13 +8,15 @@ TINY_TEACHER_MODEL = {'name': 'resnet20', 'num_classes': 10, 'width': 4}
 TINY_STUDENT_MODEL = {'name': 'small_cnn', 'num_classes': 10, 'width': 4}
 
 
-def parse_arg(arg: str | None) -> bool:
-  """`None`/'' → full run, 'tiny' → seconds-long run for tests; anything else is an error."""
-  if arg in (None, ''):
-    return False
-  if arg == 'tiny':
-    return True
-  raise ValueError(f"unknown config argument {arg!r}; use nothing or ':tiny'.")
+MODES = ('full', 'demo', 'tiny')
+
+
+def parse_arg(arg: str | None) -> str:
+  """`None`/'' → 'full' (the study run), 'demo' → the short `make demo` run, 'tiny' → seconds."""
+  mode = arg or 'full'
+  if mode not in MODES:
+    raise ValueError(f"unknown config argument {arg!r}; use nothing, ':demo' or ':tiny'.")
+  return mode
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -28,3 +30,41 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if 'eval_batch_size' in config.data:
     config.data.eval_batch_size = 128
   return config
+
+
+# Generator families at 28 px, 1 channel. Student width = teacher width / 4 → ~1/16 of the params
+# and FLOPs (both scale with width²), inside the ≤ 1/8 target with margin.
+LATENT_DIM = 64
+GAN_TEACHER = {'name': 'dcgan_generator', 'latent_dim': LATENT_DIM, 'width': 32, 'resolution': 28,
+               'channels': 1}
+GAN_STUDENT = dict(GAN_TEACHER, width=8)
+GAN_DISCRIMINATOR = {'name': 'dcgan_discriminator', 'width': 32}
+TINY_GAN_TEACHER = dict(GAN_TEACHER, width=8)
+TINY_GAN_STUDENT = dict(GAN_TEACHER, width=4)
+TINY_GAN_DISCRIMINATOR = dict(GAN_DISCRIMINATOR, width=8)
+
+
+def shrink_generative(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Seconds-long generative run: tiny batches and a small evaluation sample."""
+  config.total_steps = 4
+  config.log_every = 2
+  config.checkpoint_every = 2
+  config.eval_every = 2
+  config.data.batch_size = 16
+  if 'eval_batch_size' in config.data:
+    config.data.eval_batch_size = 128
+  if 'num_samples' in config.eval:
+    config.eval.num_samples = 128
+    config.eval.batch_size = 64
+    config.eval.grid_size = 16
+  if 'num_pairs' in config.eval:
+    config.eval.num_pairs = 64
+  return config
+
+
+# Autoencoders (28 px): teacher width 32, student width 8 → ~1/16 params and FLOPs; same latent size
+# so the student's code can be matched to the teacher's through a 1×1 adapter.
+AE_TEACHER = {'name': 'conv_autoencoder', 'width': 32, 'latent_dim': 16}
+AE_STUDENT = dict(AE_TEACHER, width=8)
+TINY_AE_TEACHER = dict(AE_TEACHER, width=8)
+TINY_AE_STUDENT = dict(AE_TEACHER, width=4)

@@ -15,7 +15,8 @@ STUDENT_STEPS = 3000
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  tiny = common.parse_arg(arg)
+  mode = common.parse_arg(arg)
+  tiny = mode == 'tiny'
   c = classification.default_config()
   c.model = dict(common.TINY_STUDENT_MODEL if tiny else common.STUDENT_MODEL)
   c.losses = [('ce', 1.0, {})]
@@ -25,6 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every = 200
   c.eval_every = 0
   c.checkpoint_every = 1000
+  if mode == 'demo':
+    c.total_steps = 1000
   if tiny:
     common.shrink(c)
     c.optimizer.warmup_steps = 0

@@ -12,7 +12,8 @@ from kd_jax.trainers import classification
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  tiny = common.parse_arg(arg)
+  mode = common.parse_arg(arg)
+  tiny = mode == 'tiny'
   c = classification.default_config()
   c.model = dict(common.TINY_TEACHER_MODEL if tiny else common.TEACHER_MODEL)
   c.losses = [('ce', 1.0, {})]
@@ -23,6 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every = 200
   c.eval_every = 2000
   c.checkpoint_every = 1000
+  if mode == 'demo':
+    c.total_steps, c.eval_every, c.optimizer.warmup_steps = 1500, 0, 100
   if tiny:
     common.shrink(c)
     c.optimizer.warmup_steps = 0

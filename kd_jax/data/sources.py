@@ -125,7 +125,8 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
   """
   info = _prepared_builder(name, data_dir).info
   features = info.features
-  image, label = features.get('image'), features.get('label')
+  image = features['image'] if 'image' in features else None
+  label = features['label'] if 'label' in features else None
   shape = tuple(getattr(image, 'shape', ()) or ())
   if len(shape) != 3 or None in shape or not hasattr(label, 'num_classes'):
     raise errors.ConfigError(

@@ -57,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def default_eval_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      num_samples=10000, batch_size=500, classifier_checkpoint='', feature_layer='',
+      num_samples=10000, batch_size=500, classifier_checkpoint='', feature_layer='features',
       grid_size=64, seed=1234))
 
 
