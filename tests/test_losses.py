@@ -8,6 +8,7 @@ Inputs are small arrays from a fixed NumPy seed.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -302,15 +303,21 @@ def test_every_registered_loss_is_tested():
   assert set(CASES) == set(losses.names())
 
 
-def _value_and_student_grad(fn, args):
-  """Per-example values and the gradient of their mean w.r.t. the first (student) input, jitted.
-
-  One compilation per loss: far cheaper than eager op-by-op dispatch of a backward pass.
-  """
+@functools.cache
+def _jitted_value_and_grad(fn):
   def mean_and_values(x, rest):
     values = fn(x, *rest)
     return jnp.mean(values), values
-  (_, values), grad = jax.jit(jax.value_and_grad(mean_and_values, has_aux=True))(args[0], args[1:])
+  return jax.jit(jax.value_and_grad(mean_and_values, has_aux=True))
+
+
+def _value_and_student_grad(fn, args):
+  """Per-example values and the gradient of their mean w.r.t. the first (student) input.
+
+  Jitted and cached per loss: one compilation per loss and input shape is far cheaper than eager
+  op-by-op dispatch of a backward pass.
+  """
+  (_, values), grad = _jitted_value_and_grad(fn)(args[0], args[1:])
   return values, grad
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import tiny_config
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax import parallel
+from kd_jax import data, parallel
 from kd_jax.trainers import classification
 
 
@@ -78,22 +78,55 @@ def test_teacher_params_bitwise_unchanged_in_memory(teacher_workdir, tiny_data_d
     np.testing.assert_array_equal(v, after[k])
 
 
-def test_resume_continues_from_saved_step(teacher_workdir, tiny_data_dir, tmp_path, capsys):
-  kw = {'teacher.checkpoint': teacher_workdir, 'checkpoint_every': 3, 'log_every': 3}
+class _Preempted(Exception):
+  pass
+
+
+def test_resume_continues_from_saved_step(teacher_workdir, tiny_data_dir, tmp_path, capsys,
+                                          monkeypatch):
+  kw = {'teacher.checkpoint': teacher_workdir, 'checkpoint_every': 3, 'log_every': 3,
+        'total_steps': 6}
   straight = str(tmp_path / 'straight')
-  classification.train_and_evaluate(
-      tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, total_steps=6, **kw), straight)
-  # "Interrupted" after step 3, then the same command relaunched with the full step count.
+  classification.train_and_evaluate(tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, **kw),
+                                    straight)
+  # Preempt the same run while it fetches the batch of step 5 (step 3 is checkpointed)...
+  real_iterator = data.train_iterator
+
+  def preempting_iterator(*args, **kwargs):
+    it = real_iterator(*args, **kwargs)
+    calls = {'n': 0}
+
+    class Wrapped:
+      def __iter__(self):
+        return self
+
+      def __next__(self):
+        calls['n'] += 1
+        if calls['n'] == 5:
+          raise _Preempted()
+        return next(it)
+
+      def get_state(self):
+        return it.get_state()
+
+      def set_state(self, state):
+        it.set_state(state)
+    return Wrapped()
+
   resumed = str(tmp_path / 'resumed')
-  classification.train_and_evaluate(
-      tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, total_steps=3, **kw), resumed)
+  monkeypatch.setattr(data, 'train_iterator', preempting_iterator)
+  with pytest.raises(_Preempted):
+    classification.train_and_evaluate(
+        tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, **kw), resumed)
+  monkeypatch.setattr(data, 'train_iterator', real_iterator)
   capsys.readouterr()
-  classification.train_and_evaluate(
-      tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, total_steps=6, **kw), resumed)
+  # ...then relaunch the same command: it resumes at step 3 and ends where the straight run did.
+  classification.train_and_evaluate(tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, **kw),
+                                    resumed)
   assert 'from step 3' in capsys.readouterr().out
   a, b = _flat(_export(straight)), _flat(_export(resumed))
   for k in a:
-    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
 
 
 def test_one_device_and_eight_devices_give_the_same_params(teacher_workdir, tiny_data_dir,

@@ -151,8 +151,8 @@ def logit_mse(student_logits: Array, teacher_logits: Array) -> Array:
   .. math:: \ell(b) = \frac1C \sum_c (s_c - t_c)^2
 
   Paper: J. Ba, R. Caruana, 2014, "Do Deep Nets Really Need to be Deep?" (logit regression). The paper
-  writes ½‖s − t‖² summed over classes; we average over classes (as `F.mse_loss` in most re-implementations),
-  i.e. paper value = (C/2) × this — fold that into the term weight if needed.
+  writes ½‖s − t‖² summed over classes; we average over classes (as `F.mse_loss` in most
+  re-implementations), i.e. paper value = (C/2) × this — fold that into the term weight if needed.
 
   Example:
     >>> logit_mse(jnp.array([[1., 3.]]), jnp.array([[0., 0.]]))

@@ -145,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     (total, (terms, new_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
     new = state.apply_gradients(grads, dict(new_state))
-    metrics = {'loss': total, **terms, 'grad_norm': optax.global_norm(grads),
+    metrics = {'loss': total, **terms, 'grad_norm': optax.tree.norm(grads),
                'accuracy': jnp.mean(cls_metrics.top1_correct(logits, batch['label']))}
     if 'teacher_logits' in t_out:
       metrics['agreement'] = jnp.mean(cls_metrics.agreement(logits, t_out['teacher_logits']))

@@ -100,11 +100,36 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
                     in_shardings=(repl, repl, batch_sh, repl), out_shardings=(repl, repl))
   teacher = task.teacher if task.teacher is not None else {}
 
+  t_start = time.perf_counter()
+  try:
+    state = _train(task, config, mesh, state, start, step_fn, teacher, writer,
+                   checkpointer, root_key)
+  finally:
+    # Also on an exception: let in-flight asynchronous checkpoint writes finish.
+    checkpointer.wait()
+  total = int(config.total_steps)
+  if start >= total:
+    logging.info('Nothing to train: checkpoint step %d >= total_steps %d.', start, total)
+  last_eval = task.evaluate(state, total, writer)
+  writer.write_scalars(total, last_eval)
+  extra = task.finalize(state, writer) if task.finalize else {}
+  writer.flush()
+  checkpointer.close()
+  summary = {'workdir': workdir, 'step': total, 'trainer': config.trainer,
+             'train_seconds': time.perf_counter() - t_start, 'eval': last_eval, **extra}
+  if chief:
+    report.write_summary(f'{workdir}/summary.json', summary)
+  return summary
+
+
+def _train(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+           state: PyTree, start: int, step_fn: Callable[..., Any], teacher: PyTree, writer: Any,
+           checkpointer: ckpt_lib.Checkpointer, root_key: Array) -> PyTree:
+  """Steps start+1..total: metrics every `log_every`, evaluation, checkpoints; returns the state."""
+  chief = parallel.is_chief()
   total = int(config.total_steps)
   pending: list[Mapping[str, Array]] = []
-  last_eval: dict[str, float] = {}
   t_last, steps_since = time.perf_counter(), 0
-  t_start = t_last
   for step in range(start + 1, total + 1):
     local = next(task.train_batches)
     batch = parallel.to_global(local, mesh)
@@ -133,18 +158,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
       writer.write_scalars(step, last_eval)
     if checkpointer.manager.should_save(step) or step == total:
       _save(checkpointer, task, state, step, force=step == total)
-  if start >= total:
-    logging.info('Nothing to train: checkpoint step %d >= total_steps %d.', start, total)
-  last_eval = task.evaluate(state, total, writer)
-  writer.write_scalars(total, last_eval)
-  extra = task.finalize(state, writer) if task.finalize else {}
-  writer.flush()
-  checkpointer.close()
-  summary = {'workdir': workdir, 'step': total, 'trainer': config.trainer,
-             'train_seconds': time.perf_counter() - t_start, 'eval': last_eval, **extra}
-  if chief:
-    report.write_summary(f'{workdir}/summary.json', summary)
-  return summary
+  return state
 
 
 def _save(checkpointer: ckpt_lib.Checkpointer, task: Task, state: PyTree, step: int,

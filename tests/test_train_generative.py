@@ -1,0 +1,144 @@
+"""Tiny end-to-end runs of the generative trainers: GAN teacher, distillation (both modes), AE, denoising."""
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import tiny_config
+from kd_jax import checkpoint as ckpt_lib
+from kd_jax import errors
+from kd_jax.trainers import autoencoder, gan, generator_distill
+
+
+def _export(workdir):
+  directory, step = ckpt_lib.find_checkpoint(workdir, 'workdir')
+  return ocp.StandardCheckpointer().restore(directory / str(step) / 'export')
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.fixture(scope='module')
+def gan_workdir(tiny_data_dir, teacher_workdir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('gan_teacher'))
+  summary = gan.train_and_evaluate(
+      tiny_config('fashion_mnist/gan_teacher.py', tiny_data_dir,
+                  **{'eval.classifier_checkpoint': teacher_workdir}), workdir)
+  assert summary['step'] == 4
+  return workdir
+
+
+def test_gan_teacher_checkpoint_grids_and_quality(gan_workdir):
+  exported = _export(gan_workdir)
+  assert set(exported) == {'generator', 'discriminator'}
+  # The full training state holds G, G_ema and D.
+  directory, step = ckpt_lib.find_checkpoint(gan_workdir, 'workdir')
+  state_meta = ocp.StandardCheckpointer().metadata(directory / str(step) / 'state')
+  tree = getattr(state_meta, 'item_metadata', state_meta)
+  tree = getattr(tree, 'tree', tree)
+  assert {'g', 'd', 'g_ema'} <= set(tree)
+  summary = json.load(open(os.path.join(gan_workdir, 'summary.json')))
+  q = summary['quality']
+  assert q['num_samples'] == 128 and 'resnet20@features' in q['feature_extractor']
+  assert np.isfinite(q['fid']) and 0 <= q['precision'] <= 1
+  assert glob.glob(os.path.join(gan_workdir, 'images', 'samples_*.png'))
+
+
+@pytest.mark.parametrize('cfg,mode', [('fashion_mnist/distill_full.py', 'data_free'),
+                                      ('fashion_mnist/distill_full.py', 'data'),
+                                      ('fashion_mnist/distill_l1.py', 'data_free')])
+def test_generator_distillation(gan_workdir, teacher_workdir, tiny_data_dir, tmp_path, cfg, mode):
+  before = _flat(_export(gan_workdir))
+  config = tiny_config(cfg, tiny_data_dir, **{
+      'teacher.checkpoint': gan_workdir, 'frozen_net.checkpoint': teacher_workdir,
+      'eval.classifier_checkpoint': teacher_workdir, 'mode': mode})
+  summary = generator_distill.train_and_evaluate(config, str(tmp_path))
+  # Teacher checkpoint bitwise unchanged.
+  after = _flat(_export(gan_workdir))
+  for k in before:
+    np.testing.assert_array_equal(before[k], after[k])
+  # Exported student = the student generator only: no adapters, no adversarial D, no teacher.
+  exported = _export(str(tmp_path))
+  assert set(exported) == {'generator'}
+  n = sum(v.size for k, v in _flat(exported['generator']['params']).items())
+  assert n == summary['student']['params']
+  if 'full' in cfg:
+    assert summary['extras_params'] > 0
+    directory, step = ckpt_lib.find_checkpoint(str(tmp_path), 'workdir')
+    state = ocp.StandardCheckpointer().metadata(directory / str(step) / 'state')
+    tree = getattr(getattr(state, 'item_metadata', state), 'tree', state)
+    assert 'adapters' in tree['student']['params']['extras'] and tree['disc'] is not None
+  pairs = summary['student_vs_teacher_same_latents']
+  assert pairs['num_pairs'] == 64 and np.isfinite(pairs['vs_teacher_psnr'])
+  assert summary['params_ratio'] < 1
+  assert 'fid' in summary['quality_student'] and 'fid' in summary['quality_teacher']
+  assert glob.glob(str(tmp_path / 'images' / 'teacher_vs_student_*.png'))
+
+
+def test_distill_wrong_family_teacher(teacher_workdir, tiny_data_dir, tmp_path):
+  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
+                       **{'teacher.checkpoint': teacher_workdir})
+  with pytest.raises(errors.CheckpointError, match="is a 'classification' run.*not a 'generator'"):
+    generator_distill.train_and_evaluate(config, str(tmp_path))
+
+
+def test_distill_bad_feature_path(gan_workdir, tiny_data_dir, tmp_path):
+  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
+                       **{'teacher.checkpoint': gan_workdir})
+  config.losses = [{'name': 'feature_mse', 'weight': 1.0,
+                    'inputs': {'student_features': 'adapted/no_such_layer:block0',
+                               'teacher_features': 'teacher_features/block0'}}]
+  with pytest.raises(errors.ConfigError, match='no_such_layer'):
+    generator_distill.train_and_evaluate(config, str(tmp_path))
+
+
+def test_distill_adapter_shapes_cannot_match(gan_workdir, tiny_data_dir, tmp_path):
+  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
+                       **{'teacher.checkpoint': gan_workdir})
+  config.losses = [{'name': 'feature_mse', 'weight': 1.0,
+                    'inputs': {'student_features': 'adapted/block0:block1',
+                               'teacher_features': 'teacher_features/block1'}}]
+  with pytest.raises(errors.ConfigError, match='cannot match shapes'):
+    generator_distill.train_and_evaluate(config, str(tmp_path))
+
+
+def test_distill_unknown_loss_term(gan_workdir, tiny_data_dir, tmp_path):
+  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
+                       **{'teacher.checkpoint': gan_workdir})
+  config.losses = [('perceptual_magic', 1.0, {})]
+  with pytest.raises(errors.ConfigError, match="unknown loss 'perceptual_magic'"):
+    generator_distill.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize('kind', ['ae', 'denoise'])
+def test_autoencoder_teacher_then_student(kind, tiny_data_dir, tmp_path):
+  t_dir, s_dir = str(tmp_path / 't'), str(tmp_path / 's')
+  t_summary = autoencoder.train_and_evaluate(
+      tiny_config(f'fashion_mnist/{kind}_teacher.py', tiny_data_dir), t_dir)
+  assert 'eval/student_vs_clean_psnr' in t_summary['eval']
+  s_summary = autoencoder.train_and_evaluate(
+      tiny_config(f'fashion_mnist/{kind}_student.py', tiny_data_dir,
+                  **{'teacher.checkpoint': t_dir}), s_dir)
+  ev = s_summary['eval']
+  for key in ('eval/student_vs_clean_psnr', 'eval/teacher_vs_clean_ssim',
+              'eval/student_vs_teacher_psnr'):
+    assert np.isfinite(ev[key])
+  if kind == 'denoise':
+    # The corrupted input is measurably different from the clean image.
+    assert ev['eval/corrupted_vs_clean_psnr'] < 40
+  assert set(_export(s_dir)) == {'autoencoder'}
+  assert s_summary['extras_params'] > 0 and s_summary['params_ratio'] <= 1 / 8
+  assert glob.glob(os.path.join(s_dir, 'images', 'restoration_*.png'))
+
+
+def test_autoencoder_rejects_a_gan_teacher(gan_workdir, tiny_data_dir, tmp_path):
+  config = tiny_config('fashion_mnist/ae_student.py', tiny_data_dir,
+                       **{'teacher.checkpoint': gan_workdir})
+  with pytest.raises(errors.CheckpointError, match="not a 'autoencoder'"):
+    autoencoder.train_and_evaluate(config, str(tmp_path))
