@@ -24,7 +24,8 @@ CHECKPOINT_SUBDIR = 'checkpoints'
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
-  return epath.Path(workdir) / CHECKPOINT_SUBDIR
+  # Orbax's OCDBT storage needs absolute paths; users pass relative ones.
+  return epath.Path(os.path.abspath(workdir)) / CHECKPOINT_SUBDIR
 
 
 class Checkpointer:
@@ -72,7 +73,7 @@ class Checkpointer:
 
 def find_checkpoint(path: str, field: str) -> tuple[epath.Path, int]:
   """Resolves a run's workdir or its `checkpoints/` dir (or a step dir) to (checkpoints dir, step)."""
-  p = epath.Path(path)
+  p = epath.Path(os.path.abspath(path))
   if not p.exists():
     raise errors.CheckpointError(
         f'{field}={path!r} does not exist; point it at the --workdir of a finished run '

@@ -44,6 +44,7 @@ def test_batches_are_uint8_images_and_int32_labels_of_local_size():
 def test_same_seed_same_stream_other_seed_other_stream():
   assert take(train(seed=3), 6) == take(train(seed=3), 6)
   assert take(train(seed=3), 6) != take(train(seed=4), 6)
+  assert take(train(seed=-1), 6) == take(train(seed=-1), 6)  # any int seed works
 
 
 def test_each_epoch_is_a_new_permutation_of_all_records():
@@ -75,8 +76,12 @@ def test_set_state_resumes_exactly_after_json_round_trip():
   assert take(resumed, 4) == expected
 
 
-def test_read_threads_do_not_change_the_stream():
-  assert take(train(seed=2, read_threads=3), 6) == take(train(seed=2), 6)
+def test_threads_and_worker_processes_do_not_change_the_stream():
+  expected = take(train(seed=2), 6)
+  assert take(train(seed=2, read_threads=3), 6) == expected
+  workers = train(seed=2, worker_count=2)
+  assert take(workers, 6) == expected
+  workers.close()
 
 
 def test_keys_select_fields():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from kd_jax import errors
+from kd_jax import data, errors
 from kd_jax.data import fashion_mnist, sources
 
 NUM_TRAIN, NUM_TEST = 12, 5
@@ -46,7 +46,8 @@ def built(tmp_path_factory):
 
 
 def _pairs(images, labels):
-  return sorted((np.asarray(im).reshape(28, 28).tobytes(), int(lb)) for im, lb in zip(images, labels))
+  return sorted((np.asarray(im).reshape(28, 28).tobytes(), int(lb))
+                for im, lb in zip(images, labels))
 
 
 def test_offline_build_is_read_by_tfds_data_source(built):
@@ -180,7 +181,8 @@ def test_unknown_split_is_a_config_error(built):
 
 def test_waiting_for_another_process_times_out_clearly():
   with pytest.raises(errors.DatasetUnavailableError, match='process 0'):
-    sources._wait_for(lambda: False, 'mnist', 'gs://bucket/tfds', timeout_s=0.0, poll_s=0.0)  # pylint: disable=protected-access
+    sources._wait_for(  # pylint: disable=protected-access
+        lambda: False, 'mnist', 'gs://bucket/tfds', timeout_s=0.0, poll_s=0.0)
 
 
 def test_mock_data_source_through_get_source(tmp_path):
@@ -189,3 +191,14 @@ def test_mock_data_source_through_get_source(tmp_path):
   assert isinstance(source, sources.InMemorySource) and len(source) == 6
   assert source.arrays['image'].shape == (6, 32, 32, 3)
   assert source.arrays['image'].dtype == np.uint8
+
+
+def test_cached_and_decoding_sources_give_the_same_train_stream(built):
+  cached = sources.get_source('fashion_mnist', 'train', data_dir=built['data_dir'],
+                              cache_in_memory=True)
+  streams = [data.train_iterator(s, global_batch_size=8, seed=1, process_index=0, process_count=1)
+             for s in (cached, built['train'])]
+  for _ in range(3):
+    a, b = (next(it) for it in streams)
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])

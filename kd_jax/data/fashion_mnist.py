@@ -66,10 +66,11 @@ def _split_size(images_path: str, labels_path: str) -> int:
   """Number of examples of one split, after checking both files agree with each other."""
   images_shape = read_idx_header(images_path)
   labels_shape = read_idx_header(labels_path)
-  if images_shape[1:] != _IMAGE_SHAPE or len(labels_shape) != 1 or images_shape[0] != labels_shape[0]:
+  if (images_shape[1:] != _IMAGE_SHAPE or len(labels_shape) != 1
+      or images_shape[0] != labels_shape[0]):
     raise errors.DatasetUnavailableError(
-        f'{images_path} holds images {images_shape} and {labels_path} labels {labels_shape}; expected '
-        f'[N, 28, 28] and [N]. Reinstall the Fashion-MNIST files ({HOW_TO_GET}).')
+        f'{images_path} holds images {images_shape} and {labels_path} labels {labels_shape}; '
+        f'expected [N, 28, 28] and [N]. Reinstall the Fashion-MNIST files ({HOW_TO_GET}).')
   return images_shape[0]
 
 
@@ -96,9 +97,9 @@ class OfflineFashionMNIST(tfds_mnist.FashionMNIST, skip_registration=True):
           'label_path': os.path.join(self._idx_dir, labels),
       })
       paths = {k: os.fspath(v) for k, v in paths.items()}
+      num_examples = _split_size(paths['data_path'], paths['label_path'])
       generators.append(tfds.core.SplitGenerator(
-          name=split,
-          gen_kwargs=dict(num_examples=_split_size(paths['data_path'], paths['label_path']), **paths)))
+          name=split, gen_kwargs=dict(num_examples=num_examples, **paths)))
     return generators
 
 

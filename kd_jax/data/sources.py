@@ -9,7 +9,7 @@ import fcntl
 import logging
 import os
 import time
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import grain
 import numpy as np
@@ -36,7 +36,7 @@ class DatasetInfo(NamedTuple):
 class InMemorySource:
   """A split decoded once into numpy arrays, so later epochs cost no decoding.
 
-  Implements grain's random-access protocol (`__len__`, `__getitem__`, batched `_getitems`).
+  Implements grain's random-access protocol; the pipelines gather whole batches from `arrays`.
   """
 
   def __init__(self, arrays: Mapping[str, np.ndarray]):
@@ -63,11 +63,6 @@ class InMemorySource:
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     return {k: v[index] for k, v in self.arrays.items()}
-
-  def _getitems(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
-    # One fancy-index per array instead of one lookup per record and array.
-    picked = {k: v[np.asarray(indices)] for k, v in self.arrays.items()}
-    return [{k: v[i] for k, v in picked.items()} for i in range(len(indices))]
 
   def __repr__(self) -> str:
     shapes = {k: (v.shape, str(v.dtype)) for k, v in self.arrays.items()}
@@ -98,8 +93,8 @@ def get_source(name: str, split: str, *, data_dir: str | None = None,
   except NotImplementedError as e:
     raise errors.DatasetUnavailableError(
         f"dataset '{name}' in {builder.data_dir} was prepared as {builder.info.file_format.value}, "
-        'which has no random access; delete that directory (kd_jax prepares it again as array_record) '
-        'or set config.data.data_dir to another directory.') from e
+        'which has no random access; delete that directory (kd_jax prepares it again as '
+        'array_record) or set config.data.data_dir to another directory.') from e
   except ValueError as e:
     if 'split' not in str(e).lower():
       raise
@@ -171,8 +166,8 @@ def _build(builder: tfds.core.DatasetBuilder, name: str, data_dir: str | None, r
     how_to = f'No IDX files in {idx_dir}: {fashion_mnist.HOW_TO_GET}.'
   else:
     how_to = (f"Prepare it where internet works (tfds.builder('{name}').download_and_prepare("
-              "file_format='array_record')), copy that TFDS data dir here and set config.data.data_dir "
-              'to it.')
+              "file_format='array_record')), copy that TFDS data dir here and set "
+              'config.data.data_dir to it.')
   logging.warning("Dataset '%s' is not prepared in %s; trying the TFDS download (without network "
                   'this fails after a few minutes of retries).', name, root)
   try:

@@ -1,0 +1,259 @@
+"""kd_jax.models: registry, output shapes/dtypes at 28 and 32 px, BatchNorm modes, conditioning, noise."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd_jax import errors, models
+
+# Tiny widths keep tracing/compilation fast; the architecture is the same at every width.
+TINY = {
+    'resnet': {'depth': 8, 'width': 4}, 'resnet20': {'width': 4}, 'resnet56': {'width': 2},
+    'wrn': {'depth': 10, 'widen_factor': 1, 'width': 4}, 'small_cnn': {'width': 4},
+    'mobilenet_v2': {'width_multiplier': 0.25},
+    'dcgan_generator': {'width': 4, 'latent_dim': 8},
+    'dcgan_discriminator': {'width': 4},
+    'stylegan2_generator': {'width': 4, 'latent_dim': 8, 'w_dim': 8, 'mapping_layers': 2},
+    'stylegan2_discriminator': {'width': 4},
+    'conv_autoencoder': {'width': 4, 'latent_dim': 4},
+}
+SIZES = [(28, 1), (32, 3)]
+B = 2
+
+
+def _build(name, res, ch, **extra):
+  kwargs = dict(TINY[name], **extra)
+  if models.kind(name) == 'generator':
+    kwargs.update(resolution=res, channels=ch)
+  return models.get(name, **kwargs)
+
+
+def _input(module, name, res, ch, key=0):
+  if models.kind(name) == 'generator':
+    return jax.random.normal(jax.random.key(key), (B, module.latent_dim))
+  return jax.random.uniform(jax.random.key(key), (B, res, res, ch), minval=-1, maxval=1)
+
+
+def test_registry_lists_every_family():
+  assert set(TINY) == set(models.names())
+  assert {models.kind(n) for n in models.names()} == set(models.KINDS)
+  assert models.kind('resnet20') == 'classifier'
+  assert models.kind('stylegan2_generator') == 'generator'
+  assert models.kind('dcgan_discriminator') == 'discriminator'
+  assert models.kind('conv_autoencoder') == 'autoencoder'
+
+
+def test_unknown_model_names_known_ones():
+  with pytest.raises(errors.ConfigError, match=r"unknown model 'resnet21'.*resnet20.*known:"):
+    models.get('resnet21')
+  with pytest.raises(errors.ConfigError, match='unknown model'):
+    models.kind('nope')
+
+
+def test_unknown_and_pinned_kwargs():
+  with pytest.raises(errors.ConfigError, match=r"'widht'.*did you mean 'width'.*valid: .*num_classes"):
+    models.get('resnet20', widht=16)
+  with pytest.raises(errors.ConfigError, match=r"fixes depth=20.*name='resnet'"):
+    models.get('resnet20', depth=32)
+  assert 'depth' in models.valid_kwargs('resnet') and 'depth' not in models.valid_kwargs('resnet20')
+
+
+@pytest.mark.parametrize('name, kwargs, field', [
+    ('resnet', {'depth': 21}, 'depth'),
+    ('wrn', {'depth': 20}, 'depth'),
+    ('small_cnn', {'width': 0}, 'width'),
+    ('dcgan_generator', {'upsample': 'cubic'}, 'upsample'),
+    ('stylegan2_generator', {'noise_mode': 'sometimes'}, 'noise_mode'),
+    ('conv_autoencoder', {'latent': 'sparse'}, 'latent'),
+    ('dcgan_discriminator', {'norm': 'batch'}, 'norm'),
+])
+def test_bad_values_name_the_field(name, kwargs, field):
+  with pytest.raises(errors.ConfigError, match=f'config.model.{field}'):
+    models.get(name, **kwargs)
+
+
+@pytest.mark.parametrize('res, ch', SIZES)
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_output_shapes_and_dtypes(name, res, ch):
+  module = _build(name, res, ch)
+  x = _input(module, name, res, ch)
+  # Shapes only (no compilation): the numerical paths are exercised by the tests below.
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
+  out = jax.eval_shape(lambda v: module.apply(v, x, train=False), variables)
+  expected = {'classifier': (B, 10), 'discriminator': (B,), 'generator': (B, res, res, ch),
+              'autoencoder': (B, res, res, ch)}[models.kind(name)]
+  assert out.shape == expected
+  assert out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('name', ['dcgan_generator', 'stylegan2_generator', 'conv_autoencoder'])
+def test_image_outputs_are_in_tanh_range(name):
+  module = _build(name, 28, 1)
+  x = _input(module, name, 28, 1) * 10.0
+  variables = module.init(jax.random.key(0), x, train=False)
+  out = module.apply(variables, x, train=False)
+  assert out.shape[1:] == (28, 28, 1)
+  assert float(jnp.max(jnp.abs(out))) <= 1.0
+  assert float(jnp.std(out)) > 0.0
+
+
+def test_bfloat16_compute_keeps_float32_outputs():
+  module = models.get('small_cnn', width=4, dtype=jnp.bfloat16)
+  x = jnp.ones((B, 28, 28, 1))
+  variables = module.init(jax.random.key(0), x, train=False)
+  assert jax.tree.leaves(variables['params'])[0].dtype == jnp.float32
+  assert module.apply(variables, x, train=False).dtype == jnp.float32
+
+
+def test_batchnorm_train_vs_eval():
+  module = models.get('resnet20', width=4, num_classes=3)
+  x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1)) * 3 + 2
+  variables = module.init(jax.random.key(0), x, train=False)
+  eval_out = module.apply(variables, x, train=False)
+  with pytest.raises(Exception, match='batch_stats'):  # train needs mutable batch stats
+    module.apply(variables, x, train=True)
+  train_out, new_state = module.apply(variables, x, train=True, mutable=['batch_stats'])
+  # Batch statistics differ from the initial running averages (mean 0, var 1) on this input.
+  assert not np.allclose(train_out, eval_out, atol=1e-4)
+  old = variables['batch_stats']['stem']['bn']['mean']
+  new = new_state['batch_stats']['stem']['bn']['mean']
+  assert not np.allclose(old, new)
+  # Eval mode does not touch running averages.
+  _, same = module.apply(variables, x, train=False, mutable=['batch_stats'])
+  np.testing.assert_array_equal(same['batch_stats']['stem']['bn']['mean'], old)
+
+
+def test_penultimate_features_layer():
+  module = models.get('small_cnn', width=4)
+  x = jnp.ones((B, 32, 32, 3))
+  variables = module.init(jax.random.key(0), x, train=False)
+  _, state = module.apply(variables, x, train=False,
+                          capture_intermediates=lambda m, _: m.name == 'features',
+                          mutable=['intermediates'])
+  assert state['intermediates']['features']['__call__'][0].shape == (B, 16)
+
+
+@pytest.mark.parametrize('name', ['dcgan_generator', 'stylegan2_generator'])
+def test_generator_class_conditioning(name):
+  module = _build(name, 28, 1, num_classes=3)
+  z = jax.random.normal(jax.random.key(0), (B, module.latent_dim))
+  # Initialised WITHOUT labels, then called with them: the embedding table must exist.
+  variables = module.init(jax.random.key(0), z, None, train=False)
+  assert variables['params']['embed' if name == 'dcgan_generator' else 'mapping']
+  a = module.apply(variables, z, jnp.array([0, 0]), train=False)
+  b = module.apply(variables, z, jnp.array([1, 2]), train=False)
+  none = module.apply(variables, z, None, train=False)
+  assert not np.allclose(a, b)
+  assert none.shape == a.shape
+
+
+@pytest.mark.parametrize('name', ['dcgan_discriminator', 'stylegan2_discriminator'])
+def test_discriminator_projection_conditioning(name):
+  module = _build(name, 32, 3, num_classes=4)
+  x = jax.random.uniform(jax.random.key(0), (B, 32, 32, 3), minval=-1, maxval=1)
+  variables = module.init(jax.random.key(0), x, jnp.array([0, 1]), train=False)
+  base = module.apply(variables, x, None, train=False)
+  y1 = module.apply(variables, x, jnp.array([0, 1]), train=False)
+  y2 = module.apply(variables, x, jnp.array([3, 2]), train=False)
+  assert y1.shape == (B,)
+  assert not np.allclose(y1, y2)
+  # Projection: the label term is added to the unconditional logit.
+  emb = variables['params']['embed']['embedding']
+  assert emb.shape[0] == 4
+  assert not np.allclose(base, y1)
+
+
+def test_discriminator_has_no_cross_example_dependence_without_mbstd():
+  # R1 needs per-example logits: changing example 1 must not move example 0's logit (DCGAN D).
+  module = _build('dcgan_discriminator', 28, 1, norm='layer')
+  x = jax.random.uniform(jax.random.key(0), (B, 28, 28, 1))
+  variables = module.init(jax.random.key(0), x, train=False)
+  y = module.apply(variables, x, train=False)
+  y2 = module.apply(variables, x.at[1].set(-x[1]), train=False)
+  np.testing.assert_allclose(y[0], y2[0], rtol=1e-5, atol=1e-6)
+  assert 'batch_stats' not in variables
+
+
+def test_dcgan_conv_transpose_variant_matches_shapes():
+  module = _build('dcgan_generator', 32, 3, upsample='conv_transpose')
+  z = jnp.ones((B, module.latent_dim))
+  out = jax.eval_shape(lambda: module.init_with_output(jax.random.key(0), z, train=False)[0])
+  assert out.shape == (B, 32, 32, 3)
+
+
+def test_autoencoder_vector_latent_and_bad_size():
+  module = models.get('conv_autoencoder', width=4, latent='vector', latent_dim=7)
+  x = jnp.ones((B, 28, 28, 1))
+  out, state = jax.eval_shape(lambda: module.init_with_output(
+      jax.random.key(0), x, train=False, capture_intermediates=True))
+  assert out.shape == x.shape
+  assert state['intermediates']['latent']['__call__'][0].shape == (B, 7)
+  with pytest.raises(errors.ConfigError, match='num_downsamples'):
+    jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.ones((B, 30, 30, 1)), train=False))
+
+
+def test_generator_rejects_wrong_latent_size():
+  module = _build('dcgan_generator', 28, 1)
+  with pytest.raises(errors.ConfigError, match='latent_dim=8'):
+    jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.ones((B, 5)), train=False))
+
+
+class TestStyleGAN2Noise:
+  """Same 'noise' key → same images (even across widths), different → different, none → zeros."""
+
+  @pytest.fixture(scope='class')
+  def gen(self):
+    module = _build('stylegan2_generator', 28, 1)
+    z = jax.random.normal(jax.random.key(0), (B, module.latent_dim))
+    variables = module.init({'params': jax.random.key(0)}, z, train=False)
+    # noise_strength starts at 0 (as in the paper); make it matter for the test.
+    variables = jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.ones_like(v) if 'noise_strength' in jax.tree_util.keystr(p) else v,
+        variables)
+    return module, variables, z
+
+  def test_same_key_same_output_different_key_different(self, gen):
+    module, variables, z = gen
+    run = jax.jit(lambda k: module.apply(variables, z, rngs={'noise': k}))
+    a, b, c = run(jax.random.key(1)), run(jax.random.key(1)), run(jax.random.key(2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+  def test_no_rng_is_deterministic_and_noise_free(self, gen):
+    module, variables, z = gen
+    a = module.apply(variables, z)
+    np.testing.assert_array_equal(a, module.apply(variables, z))
+    np.testing.assert_allclose(
+        a, module.apply(variables, z, rngs={'noise': jax.random.key(1)}, noise_mode='none'),
+        rtol=1e-6, atol=1e-6)
+    assert not np.allclose(a, module.apply(variables, z, rngs={'noise': jax.random.key(1)}))
+
+  def test_random_mode_requires_a_key(self, gen):
+    module, variables, z = gen
+    with pytest.raises(errors.ConfigError, match="rngs=\\{'noise': key\\}"):
+      module.apply(variables, z, noise_mode='random')
+
+  def test_teacher_and_student_draw_the_same_noise(self):
+    from kd_jax.models import features  # pylint: disable=import-outside-toplevel
+
+    def noise_map(width):
+      """The noise block0/conv1 adds, read back as (with − without noise) where LeakyReLU is linear."""
+      module = _build('stylegan2_generator', 28, 1, width=width)
+      z = jnp.ones((B, module.latent_dim))
+      variables = module.init({'params': jax.random.key(0)}, z, train=False)
+      variables = jax.tree_util.tree_map_with_path(
+          lambda p, v: jnp.ones_like(v) if 'noise_strength' in jax.tree_util.keystr(p) else v,
+          variables)
+      run = lambda rngs: features.apply_with_features(
+          module, variables, z, ['block0/conv1'], train=False, rngs=rngs)[1]['block0/conv1']
+      y1, y0 = run({'noise': jax.random.key(3)}), run(None)
+      assert y1.shape[-1] == 4 * width
+      # Positive on both sides means LeakyReLU·√2 acted as ·√2 on both; channel 0 suffices.
+      positive = (y1[..., 0] > 0) & (y0[..., 0] > 0)
+      return np.where(positive, (y1[..., 0] - y0[..., 0]) / np.sqrt(2), np.nan)
+
+    teacher, student = noise_map(8), noise_map(2)
+    both = ~np.isnan(teacher) & ~np.isnan(student)
+    assert both.sum() > 50
+    np.testing.assert_allclose(teacher[both], student[both], rtol=1e-4, atol=1e-4)
+    assert np.std(teacher[both]) > 0.1
