@@ -103,18 +103,20 @@ def read_meta(path: str, field: str) -> tuple[epath.Path, int, dict]:
 
 
 def restore_export(path: str, abstract_export: PyTree, field: str) -> PyTree:
-  """Restores the `export` item of the latest step of a run, checking shapes against the model config.
+  """Restores part of the `export` item of a run's latest step, checking shapes first.
 
-  Every leaf's shape is compared before restoring, so a teacher model config that does not match its
-  checkpoint is reported by name instead of as an orbax stack trace.
+  `abstract_export` names the roles to restore (e.g. `{'generator': <abstract variables>}`); other
+  exported roles are left on disk. Every leaf's shape is compared before restoring, so a teacher
+  model config that does not match its checkpoint is reported by name instead of as an orbax trace.
   """
   directory, step, _ = read_meta(path, field)
   export_dir = directory / str(step) / 'export'
-  checkpointer = ocp.StandardCheckpointer()
+  checkpointer = ocp.PyTreeCheckpointer()
   meta_tree = checkpointer.metadata(export_dir)
   meta_tree = getattr(meta_tree, 'item_metadata', meta_tree)
+  meta_tree = meta_tree.tree if hasattr(meta_tree, 'tree') else meta_tree
   want = _flatten(abstract_export)
-  have = _flatten(meta_tree.tree if hasattr(meta_tree, 'tree') else meta_tree)
+  have = _flatten({k: v for k, v in meta_tree.items() if k in abstract_export})
   missing = sorted(set(want) - set(have))
   extra = sorted(set(have) - set(want))
   if missing or extra:
@@ -128,7 +130,9 @@ def restore_export(path: str, abstract_export: PyTree, field: str) -> PyTree:
           f'{field}={path!r} does not match the teacher model config: {name} has shape '
           f'{tuple(have[name].shape)} in the checkpoint but {tuple(leaf.shape)} in the model; set '
           'config.teacher.model to the model config the teacher was trained with.')
-  restored = checkpointer.restore(export_dir, abstract_export)
+  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_export)
+  restored = checkpointer.restore(export_dir, args=ocp.args.PyTreeRestore(
+      item=abstract_export, restore_args=restore_args, partial_restore=True))
   checkpointer.close()
   return restored
 

@@ -8,7 +8,7 @@ trace time, so this works under `jax.jit`.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,15 +17,6 @@ from kd_jax import errors
 from kd_jax.types import Array, PyTree
 
 _CALL = '__call__'
-
-
-def _walk(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[str]:
-  """Paths of captured `__call__` outputs, parents before children, in creation order."""
-  if prefix and _CALL in tree:
-    yield '/'.join(prefix)
-  for key, value in tree.items():
-    if key != _CALL and isinstance(value, Mapping):
-      yield from _walk(value, prefix + (key,))
 
 
 def _lookup(tree: Mapping[str, Any], path: str) -> Any:
@@ -39,16 +30,31 @@ def _lookup(tree: Mapping[str, Any], path: str) -> Any:
 
 def feature_paths(module: nn.Module, variables: PyTree, x: Any, *, rngs: Any = None,
                   **call_kwargs: Any) -> list[str]:
-  """Every capturable module path of `module(x, **call_kwargs)`, parents before children.
+  """Every capturable module path of `module(x, **call_kwargs)`, in call order, parents first.
 
-  Only shapes are computed (`jax.eval_shape`), so this is cheap and also works under `jax.jit`.
-  Pass the same call arguments (`train=...`, `labels=...`) as for the real call.
+  Only traced (`jax.eval_shape`), never compiled or run, so this is cheap and works under
+  `jax.jit`. Pass the same call arguments (`train=...`, `labels=...`) as for the real call.
   """
-  def run() -> PyTree:
-    _, state = module.apply(variables, x, rngs=rngs, mutable=True, capture_intermediates=True,
-                            **call_kwargs)
-    return state.get('intermediates', {})
-  return list(_walk(jax.eval_shape(run)))
+  finished: list[str] = []
+
+  def record(mdl: nn.Module, method_name: str) -> bool:
+    # The filter runs when each module call returns (children before parents); it only records.
+    path = '/'.join(mdl.path)
+    if method_name == _CALL and path and path not in finished:
+      finished.append(path)
+    return False
+
+  jax.eval_shape(lambda: module.apply(variables, x, rngs=rngs, mutable=True,
+                                      capture_intermediates=record, **call_kwargs))
+  present, ordered, added = set(finished), [], set()
+  for path in finished:
+    parts = path.split('/')
+    for i in range(1, len(parts) + 1):
+      prefix = '/'.join(parts[:i])
+      if prefix in present and prefix not in added:
+        ordered.append(prefix)
+        added.add(prefix)
+  return ordered
 
 
 def _bad_path_error(module: nn.Module, bad: Sequence[str], valid: Sequence[str]

@@ -122,10 +122,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return jax.lax.stop_gradient(out)
 
   def step(state: TrainState, t_vars: PyTree, batch: Batch, rng: Array):
-    images = augment.normalize(batch['image'])
+    images = batch['image']
     if config.data.augment:
+      # Crop before normalising so the padding is black, as in the usual recipe.
       images = augment.random_crop_flip(step_key(rng, state.step, 'augment'), images,
                                         pad=config.data.crop_padding, flip=config.data.flip)
+    images = augment.normalize(images)
     t_out = teacher_outputs(t_vars, images)
 
     def loss_fn(params):

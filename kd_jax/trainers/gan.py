@@ -147,7 +147,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           'params': int(gen_eval.cost.param_count(d_vars['params']))}}
     if config.eval.classifier_checkpoint:
       out['quality'] = generator_quality(
-          lambda z, y: sample(g_ema, z, y), config, train_src, image_shape, zdim, num_classes)
+          lambda z, y: sample(g_ema, z, y), config, train_src, image_shape, zdim,
+          num_classes if config.conditional else 0)
       writer.write_scalars(int(config.total_steps), {
           f'quality/{k}': v for k, v in out['quality'].items() if isinstance(v, float)})
     return out
@@ -169,14 +170,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def generator_quality(sample_fn: Any, config: ml_collections.ConfigDict, source: Any,
                       image_shape: tuple[int, ...], zdim: int, num_classes: int) -> dict[str, Any]:
-  """FID/KID/PR/diversity of `config.eval.num_samples` samples vs as many real training images."""
+  """FID/KID/PR/diversity of `config.eval.num_samples` samples vs as many real training images.
+
+  `num_classes` > 0 samples class labels uniformly for a conditional generator.
+  """
   feat_fn, name = gen_eval.load_feature_net(config.eval.classifier_checkpoint,
                                             config.eval.feature_layer, image_shape)
   n, bs = int(config.eval.num_samples), int(config.eval.batch_size)
   key = jax.random.key(config.eval.seed + 1)
   z = np.asarray(gan_parts.sample_latents(key, n, zdim))
   y = (np.asarray(gan_parts.sample_labels(jax.random.fold_in(key, 1), n, num_classes))
-       if config.conditional else None)
+       if num_classes else None)
   fake = gen_eval.batched(lambda zz, yy: feat_fn(sample_fn(zz, yy)), n, bs,
                           lambda s, k: z[s:s + k], lambda s, k: None if y is None else y[s:s + k])
   real = gen_eval.real_images(source, n)
