@@ -63,7 +63,8 @@ def test_train_mode_updates_mutable_state_only(resnet):
 
 def test_no_paths_returns_empty_features(resnet):
   module, variables, x = resnet
-  out, feats, state = features.apply_with_features(module, variables, x, [], train=False)
+  out, feats, state = jax.eval_shape(
+      lambda v: features.apply_with_features(module, v, x, [], train=False), variables)
   assert feats == {} and state == {} and out.shape == (B, 5)
 
 
@@ -81,7 +82,7 @@ def test_bad_path_names_closest_and_fix(resnet):
 
 def test_generator_features_with_labels_and_noise():
   g = models.get('stylegan2_generator', width=4, latent_dim=8, w_dim=8, mapping_layers=1,
-                 resolution=32, num_classes=3)
+                 resolution=32, num_classes=3, equalized_lr=False)
   z = jnp.ones((B, 8))
   y = jnp.array([0, 2])
   variables = fast_init(g, z, y, train=False)
@@ -97,7 +98,8 @@ def test_generator_features_with_labels_and_noise():
 
   d = models.get('dcgan_generator', width=4, latent_dim=8, resolution=28, channels=1)
   variables = fast_init(d, z, train=False)
-  _, feats, _ = features.apply_with_features(d, variables, z, ['project', 'block1'], train=False)
+  feats = jax.eval_shape(lambda v: features.apply_with_features(
+      d, v, z, ['project', 'block1'], train=False)[1], variables)
   assert feats['project'].shape == (B, 7, 7, 16)
   assert feats['block1'].shape == (B, 28, 28, 4)
 

@@ -32,8 +32,8 @@ def feature_paths(module: nn.Module, variables: PyTree, x: Any, *, rngs: Any = N
                   **call_kwargs: Any) -> list[str]:
   """Every capturable module path of `module(x, **call_kwargs)`, in call order, parents first.
 
-  Only traced (`jax.eval_shape`), never compiled or run, so this is cheap and works under
-  `jax.jit`. Pass the same call arguments (`train=...`, `labels=...`) as for the real call.
+  Only traced (`jax.eval_shape`), never compiled or run, so this is cheap, works under
+  `jax.jit` and accepts abstract variables (e.g. from `jax.eval_shape(module.init, ...)`). Pass the same call arguments (`train=...`, `labels=...`) as for the real call.
   """
   finished: list[str] = []
 
@@ -44,8 +44,10 @@ def feature_paths(module: nn.Module, variables: PyTree, x: Any, *, rngs: Any = N
       finished.append(path)
     return False
 
-  jax.eval_shape(lambda: module.apply(variables, x, rngs=rngs, mutable=True,
-                                      capture_intermediates=record, **call_kwargs))
+  # Variables and x go in as arguments so abstract ones (jax.ShapeDtypeStruct) work too.
+  jax.eval_shape(lambda v, x: module.apply(v, x, rngs=rngs, mutable=True,
+                                           capture_intermediates=record, **call_kwargs),
+                 variables, x)
   present, ordered, added = set(finished), [], set()
   for path in finished:
     parts = path.split('/')
