@@ -14,6 +14,7 @@ import os
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -153,3 +154,20 @@ def ensure_workdir(workdir: str) -> None:
     raise errors.ConfigError(f'--workdir={workdir!r} is a file, not a directory; pass a directory '
                              'path (it is created if missing).')
   os.makedirs(workdir, exist_ok=True)
+
+
+def load_export_numpy(path: str) -> PyTree:
+  """The whole `export` item of a run's latest step as host numpy arrays (for inspection/tests).
+
+  Restoring as numpy needs no target shardings, so it works whatever topology saved the run.
+  """
+  directory, step = find_checkpoint(path, 'path')
+  export_dir = directory / str(step) / 'export'
+  checkpointer = ocp.PyTreeCheckpointer()
+  meta = checkpointer.metadata(export_dir)
+  meta = getattr(meta, 'item_metadata', meta)
+  meta = meta.tree if hasattr(meta, 'tree') else meta
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+  restored = checkpointer.restore(export_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  checkpointer.close()
+  return restored

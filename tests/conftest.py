@@ -89,3 +89,16 @@ def teacher_workdir(tiny_data_dir, tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.mktemp('teacher'))
   classification.train_and_evaluate(tiny_config('fashion_mnist/teacher.py', tiny_data_dir), workdir)
   return workdir
+
+
+@pytest.fixture(autouse=True)
+def _two_device_mesh(monkeypatch):
+  """Trainer runs use 2 of the 8 virtual devices: sharded like a real run, cheaper to compile.
+
+  Tests that need another device count (1 vs 8) patch `make_mesh` again themselves.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from kd_jax import parallel  # pylint: disable=import-outside-toplevel
+  real = parallel.make_mesh
+  monkeypatch.setattr(parallel, 'make_mesh',
+                      lambda devices=None: real(jax.devices()[:2] if devices is None else devices))

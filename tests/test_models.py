@@ -1,4 +1,4 @@
-"""kd_jax.models: registry, output shapes/dtypes at 28 and 32 px, BatchNorm modes, conditioning, noise."""
+"""kd_jax.models: registry, shapes/dtypes at 28 and 32 px, BatchNorm modes, conditioning, noise."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,7 +79,8 @@ def test_unknown_model_names_known_ones():
 
 
 def test_unknown_and_pinned_kwargs():
-  with pytest.raises(errors.ConfigError, match=r"'widht'.*did you mean 'width'.*valid: .*num_classes"):
+  with pytest.raises(errors.ConfigError,
+                     match=r"'widht'.*did you mean 'width'.*valid: .*num_classes"):
     models.get('resnet20', widht=16)
   with pytest.raises(errors.ConfigError, match=r"fixes depth=20.*name='resnet'"):
     models.get('resnet20', depth=32)

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import orbax.checkpoint as ocp
 
 from conftest import REPO
 from kd_jax import checkpoint as ckpt_lib
@@ -30,9 +29,8 @@ def _env(devices):
 
 
 def _export(workdir):
-  directory, step = ckpt_lib.find_checkpoint(workdir, 'workdir')
-  tree = ocp.StandardCheckpointer().restore(directory / str(step) / 'export')
   import jax  # pylint: disable=import-outside-toplevel
+  tree = ckpt_lib.load_export_numpy(workdir)
   return {jax.tree_util.keystr(k): np.asarray(v)
           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 

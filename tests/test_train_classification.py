@@ -17,8 +17,7 @@ from kd_jax.trainers import classification
 
 
 def _export(workdir):
-  directory, step = ckpt_lib.find_checkpoint(workdir, 'workdir')
-  return ocp.StandardCheckpointer().restore(directory / str(step) / 'export')
+  return ckpt_lib.load_export_numpy(workdir)
 
 
 

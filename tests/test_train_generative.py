@@ -15,8 +15,7 @@ from kd_jax.trainers import autoencoder, gan, generator_distill
 
 
 def _export(workdir):
-  directory, step = ckpt_lib.find_checkpoint(workdir, 'workdir')
-  return ocp.StandardCheckpointer().restore(directory / str(step) / 'export')
+  return ckpt_lib.load_export_numpy(workdir)
 
 
 def _flat(tree):

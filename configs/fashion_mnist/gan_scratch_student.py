@@ -1,4 +1,4 @@
-"""Fashion-MNIST scratch GAN student: the distilled students' small generator (width 8) trained as a
+"""Fashion-MNIST scratch GAN student: the distilled students' small generator (width 4) trained as a
 GAN from data, same recipe and steps as the distillation runs — the baseline they must beat.
 
 Command:

@@ -1,8 +1,8 @@
 """Convolutional autoencoder for reconstruction and restoration (denoising / inpainting).
 
 The same model serves both: for restoration the trainer corrupts the input and the target stays
-clean. Feature paths: `encoder`, `encoder/stem`, `encoder/block<i>`, `latent` (the code: [B, h, w, C]
-or [B, D]), `decoder`, `decoder/block<i>`, `decoder/to_image`.
+clean. Feature paths: `encoder`, `encoder/stem`, `encoder/block<i>`, `latent` (the code:
+[B, h, w, C] or [B, D]), `decoder`, `decoder/block<i>`, `decoder/to_image`.
 """
 from __future__ import annotations
 

@@ -120,7 +120,8 @@ class Flatten(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-  """images [B, H, W, C] (+ labels [B]) → logits [B]; projection conditioning (Miyato & Koyama 2018).
+  """images [B, H, W, C] (+ labels [B]) → logits [B], with projection conditioning (Miyato &
+  Koyama 2018).
 
   No BatchNorm, so each example's logit depends only on that example and the R1 penalty
   (Mescheder et al. 2018) is well defined; `norm='layer'` normalises per example.

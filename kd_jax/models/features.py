@@ -33,7 +33,8 @@ def feature_paths(module: nn.Module, variables: PyTree, x: Any, *, rngs: Any = N
   """Every capturable module path of `module(x, **call_kwargs)`, in call order, parents first.
 
   Only traced (`jax.eval_shape`), never compiled or run, so this is cheap, works under
-  `jax.jit` and accepts abstract variables (e.g. from `jax.eval_shape(module.init, ...)`). Pass the same call arguments (`train=...`, `labels=...`) as for the real call.
+  `jax.jit` and accepts abstract variables (e.g. from `jax.eval_shape(module.init, ...)`).
+  Pass the same call arguments (`train=...`, `labels=...`) as for the real call.
   """
   finished: list[str] = []
 

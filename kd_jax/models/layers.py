@@ -1,4 +1,4 @@
-"""Small building blocks shared by the kd_jax model families (convs with BatchNorm, resampling, pooling)."""
+"""Building blocks shared by the model families: ConvBN, resampling, pooling, class embedding."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -36,7 +36,7 @@ def downsample(x: Array) -> Array:
 
 
 def pyramid(resolution: int, field: str) -> tuple[int, int]:
-  """(start size, number of ×2 steps) with start · 2**steps == resolution and start ≤ 7 when possible.
+  """(start size, number of ×2 steps) with start · 2**steps == resolution, start ≤ 7 if possible.
 
   28 → (7, 2) and 32 → (4, 3): generators grow from a 7×7 or 4×4 map, discriminators shrink to it.
   """
@@ -65,8 +65,9 @@ def class_embedding(labels: Array | None, batch: int, num_classes: int, dim: int
                     dtype: Dtype) -> Array:
   """[B, dim] learned class embedding, a submodule `embed` of the calling module.
 
-  Zeros when `labels` is None. The table is always created, so a conditional model initialised without labels can later be
-  called with them; `labels=None` (e.g. for cost measurement) contributes nothing.
+  Zeros when `labels` is None. The table is always created, so a conditional model initialised
+  without labels can later be called with them; `labels=None` (e.g. for cost measurement)
+  contributes nothing.
   """
   ids = labels if labels is not None else jnp.zeros((batch,), jnp.int32)
   emb = nn.Embed(num_classes, dim, dtype=dtype, name='embed')(ids)

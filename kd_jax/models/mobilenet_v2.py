@@ -12,8 +12,9 @@ from kd_jax import errors
 from kd_jax.models import layers
 from kd_jax.types import Array
 
-# (expansion t, channels c, blocks n, stride s) per stage, from the paper's Table 2, except that the
-# stem and the second stage keep stride 1: on 28–32 px inputs the ImageNet strides would leave 1×1 maps.
+# (expansion t, channels c, blocks n, stride s) per stage, from the paper's Table 2, except that
+# the stem and the second stage keep stride 1: on 28–32 px inputs the ImageNet strides would leave
+# 1×1 maps.
 _STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
            (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -25,7 +26,7 @@ def _divisible(v: float, divisor: int = 8) -> int:
 
 
 class InvertedResidual(nn.Module):
-  """1×1 expand (ReLU6) → 3×3 depthwise (ReLU6) → 1×1 linear projection; residual when shapes match."""
+  """1×1 expand (ReLU6) → 3×3 depthwise (ReLU6) → 1×1 linear projection (+ input if same shape)."""
   features: int
   strides: int
   expansion: int

@@ -1,7 +1,7 @@
-"""CIFAR-style ResNets (He et al. 2016) and Wide ResNets (Zagoruyko & Komodakis 2016): the classifier teachers.
+"""CIFAR-style ResNets (He et al. 2016) and Wide ResNets (Zagoruyko & Komodakis 2016): teachers.
 
-Feature paths: `stem`, `stage1`..`stage3`, `stage<i>/block<j>`, `features` (pooled embedding [B, C]),
-`head` (logits). Inputs are NHWC images of any size (≥ 28 px, 1 or 3 channels).
+Feature paths: `stem`, `stage1`..`stage3`, `stage<i>/block<j>`, `features` (pooled embedding
+[B, C]), `head` (logits). Inputs are NHWC images of any size (≥ 28 px, 1 or 3 channels).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 Image Quality of StyleGAN"), small enough for 28–32 px and sized by one `width`.
 
 Kept from the paper: mapping network z → w (with lr multiplier), learned constant input, weight
-modulation + demodulation, per-layer noise with learned strength, skip-connected toRGB outputs summed
-across resolutions, residual discriminator with minibatch-stddev, equalised learning rate (optional).
+modulation + demodulation, per-layer noise with learned strength, skip-connected toRGB outputs
+summed across resolutions, residual discriminator with minibatch-stddev, equalised learning rate
+(optional).
 Left out: style mixing, truncation, path-length regularisation, blur filters (upsampling is nearest
 or bilinear resize before the 3×3 conv).
 
@@ -188,7 +189,7 @@ class MappingNetwork(nn.Module):
 
 
 class ConstInput(nn.Module):
-  """The learned constant [size, size, C] the synthesis network starts from, tiled over the batch."""
+  """The learned constant [size, size, C] the synthesis starts from, tiled over the batch."""
   size: int
   features: int
 
