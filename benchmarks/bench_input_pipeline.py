@@ -6,11 +6,14 @@ Without --data_dir it builds fashion_mnist offline into a temporary directory fi
 deletes it afterwards. Compare the numbers with the images/s a KD step consumes.
 """
 import argparse
+import os
 import shutil
+import sys
 import tempfile
 import time
 
-from kd_jax import data
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kd_jax import data  # noqa: E402  (after the path so the script runs from a checkout)
 
 
 def images_per_second(source, *, batch: int, steps: int, **kwargs) -> float:

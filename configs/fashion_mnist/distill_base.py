@@ -23,8 +23,8 @@ def base_config(arg: str | None, losses: list) -> ml_collections.ConfigDict:
   c.eval.feature_layer = 'features'
   c.eval.classifier_checkpoint = 'workdirs/fm_teacher'
   if demo:
-    c.total_steps = 1000
-    c.eval_every = 500
+    c.total_steps = 600
+    c.eval_every = 200
   if tiny:
     common.shrink_generative(c)
   return c

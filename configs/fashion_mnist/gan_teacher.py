@@ -26,9 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.eval.feature_layer = 'features'
   if demo:
-    c.total_steps = 1500
-    c.eval_every = 500
-    c.eval.num_samples = 10000
+    c.total_steps = 1200
+    c.eval_every = 400
   if tiny:
     common.shrink_generative(c)
   return c

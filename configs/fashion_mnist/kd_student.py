@@ -15,9 +15,8 @@ from configs.fashion_mnist import common, scratch_student
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  tiny = common.parse_arg(arg) == 'tiny'
   c = scratch_student.get_config(arg)
   c.teacher.checkpoint = 'workdirs/fm_teacher'
-  c.teacher.model = dict(common.TINY_TEACHER_MODEL if tiny else common.TEACHER_MODEL)
+  c.teacher.model = common.teacher_model(common.parse_arg(arg))
   c.losses = [('kd', 0.9, {'temperature': 4.0}), ('ce', 0.1, {})]
   return c

@@ -11,7 +11,7 @@ import ml_collections
 from configs.fashion_mnist import common
 from kd_jax.trainers import classification
 
-STUDENT_STEPS = 3000
+STUDENT_STEPS = 2000
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 0
   c.checkpoint_every = 1000
   if mode == 'demo':
-    c.total_steps = 1000
+    c.total_steps = 500
   if tiny:
     common.shrink(c)
     c.optimizer.warmup_steps = 0

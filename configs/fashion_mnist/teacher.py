@@ -15,7 +15,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
   c = classification.default_config()
-  c.model = dict(common.TINY_TEACHER_MODEL if tiny else common.TEACHER_MODEL)
+  c.model = common.teacher_model(mode)
   c.losses = [('ce', 1.0, {})]
   c.optimizer.update(dict(name='sgd', learning_rate=0.1, momentum=0.9, nesterov=True,
                           weight_decay=5e-4, schedule='cosine', warmup_steps=200))
@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 2000
   c.checkpoint_every = 1000
   if mode == 'demo':
-    c.total_steps, c.eval_every, c.optimizer.warmup_steps = 1500, 0, 100
+    c.total_steps, c.eval_every, c.optimizer.warmup_steps = 800, 0, 100
   if tiny:
     common.shrink(c)
     c.optimizer.warmup_steps = 0
