@@ -20,13 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax import config_utils, data, errors, losses, models, optim, parallel
+from kd_jax import config_utils, errors, losses, models, optim, parallel
 from kd_jax import teacher as teacher_lib
-from kd_jax.checkpoint import ensure_workdir
 from kd_jax.data import augment
 from kd_jax.models import features as features_lib
 from kd_jax.train_state import TrainState, step_key
-from kd_jax.trainers import feature_plan, gen_eval, loop
+from kd_jax.trainers import common, feature_plan, gen_eval, loop
 from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, FeaturePlan, first
 from kd_jax.types import Array, Batch, PyTree
 
@@ -73,19 +72,12 @@ def corrupt(rng: Array, images: Array, cfg: ml_collections.ConfigDict) -> Array:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains an autoencoder / restoration model, distilling `config.teacher` when given."""
-  config_utils.check_fields(config, default_config())
-  ensure_workdir(workdir)
+  run = common.prepare(config, default_config(), workdir, with_eval=True)
+  mesh, train_src, eval_src, image_shape = (run.mesh, run.train_source, run.eval_source,
+                                            run.image_shape)
   if config.corruption.kind not in CORRUPTIONS:
     raise errors.ConfigError(f'config.corruption.kind={config.corruption.kind!r}; use one of '
                              f'{CORRUPTIONS}.')
-  mesh = parallel.make_mesh()
-  parallel.check_global_batch(config.data.batch_size, mesh, 'config.data.batch_size')
-  data_dir = config.data.data_dir or None
-  train_src = data.get_source(config.data.name, config.data.train_split, data_dir=data_dir,
-                              cache_in_memory=config.data.cache_in_memory)
-  eval_src = data.get_source(config.data.name, config.data.eval_split, data_dir=data_dir,
-                             cache_in_memory=config.data.cache_in_memory)
-  image_shape = tuple(np.asarray(train_src[0]['image']).shape)
   x0 = jnp.zeros((1, *image_shape), jnp.float32)
   name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
   student = models.get(name, **kwargs)
@@ -101,16 +93,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise errors.ConfigError('config.losses reads teacher outputs but config.teacher.checkpoint is '
                              'empty; set it to the --workdir of an autoencoder teacher run.')
 
-  def shapes(module, variables, paths):
-    if not paths:
-      return {}
-    feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
-        module, v, x0, paths, train=False)[1], variables)
-    return {p: tuple(first(f).shape) for p, f in feats.items()}
-
-  s_shapes = shapes(student, jax.eval_shape(lambda: student.init(jax.random.key(0), x0,
-                                                                 train=False)), plan.student_paths)
-  t_shapes = shapes(teacher.module, teacher.variables, plan.teacher_paths) if teacher else {}
+  s_shapes = common.feature_shapes(student, jax.eval_shape(
+      lambda: student.init(jax.random.key(0), x0, train=False)), x0, plan.student_paths)
+  t_shapes = (common.feature_shapes(teacher.module, teacher.variables, x0, plan.teacher_paths)
+              if teacher else {})
   adapters = Adapters(feature_plan.check_adaptable(plan, s_shapes, t_shapes))
   tx = optim.make_optimizer(config.optimizer, config.total_steps)
 
@@ -202,9 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   task = loop.Task(
       init=init, step=step,
       teacher=parallel.replicate(teacher.variables, mesh) if teacher else None,
-      train_batches=data.train_iterator(train_src, global_batch_size=config.data.batch_size,
-                                        seed=config.seed, process_index=jax.process_index(),
-                                        process_count=jax.process_count()),
+      train_batches=common.train_batches(config, train_src),
       evaluate=evaluate, export=export, finalize=finalize,
       meta={'trainer': 'autoencoder', 'dataset': config.data.name, 'image_shape': list(image_shape),
             'corruption': config_utils.to_dict(config.corruption),

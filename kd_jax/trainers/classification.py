@@ -8,23 +8,20 @@ with the state donated, batch sharded over the mesh's `data` axis, everything el
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from kd_jax import config_utils, data, errors, losses, models, optim, parallel, teacher as teacher_lib
-from kd_jax.checkpoint import ensure_workdir
 from kd_jax.data import augment
 from kd_jax.metrics import classification as cls_metrics
 from kd_jax.metrics import cost
 from kd_jax.models import features as features_lib
 from kd_jax.train_state import TrainState, step_key
-from kd_jax.trainers import loop
+from kd_jax.trainers import common, loop
 from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, FeaturePlan, first
 from kd_jax.trainers import feature_plan
 from kd_jax.types import Array, Batch, PyTree
@@ -50,31 +47,11 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _feature_shapes(module: nn.Module, variables: PyTree, example: Array,
-                    paths: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-  if not paths:
-    return {}
-  feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
-      module, v, example, paths, train=False)[1], variables)
-  return {p: tuple(first(f).shape) for p, f in feats.items()}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains a classifier (optionally distilling a frozen teacher) and evaluates it; see module doc."""
-  config_utils.check_fields(config, default_config())
-  ensure_workdir(workdir)
-  mesh = parallel.make_mesh()
-  local_batch = parallel.check_global_batch(config.data.batch_size, mesh, 'config.data.batch_size')
-  parallel.check_global_batch(config.data.eval_batch_size, mesh, 'config.data.eval_batch_size')
-  del local_batch
-
-  data_dir = config.data.data_dir or None
-  train_src = data.get_source(config.data.name, config.data.train_split, data_dir=data_dir,
-                              cache_in_memory=config.data.cache_in_memory)
-  eval_src = data.get_source(config.data.name, config.data.eval_split, data_dir=data_dir,
-                             cache_in_memory=config.data.cache_in_memory)
-  sample = train_src[0]
-  image_shape = tuple(np.asarray(sample['image']).shape)
+  run = common.prepare(config, default_config(), workdir, with_eval=True)
+  mesh, train_src, eval_src, image_shape = (run.mesh, run.train_source, run.eval_source,
+                                            run.image_shape)
   example = jnp.zeros((1, *image_shape), jnp.float32)
 
   name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
@@ -95,9 +72,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         'config.teacher.checkpoint is empty; set it to the --workdir of a trained teacher run.')
 
   # Validate feature paths (clear error for a bad one) and size the adapters once, outside jit.
-  s_shapes = _feature_shapes(student, jax.eval_shape(
+  s_shapes = common.feature_shapes(student, jax.eval_shape(
       lambda: student.init(jax.random.key(0), example, train=False)), example, s_paths)
-  t_shapes = _feature_shapes(teacher.module, teacher.variables, example, t_paths) if teacher else {}
+  t_shapes = (common.feature_shapes(teacher.module, teacher.variables, example, t_paths)
+              if teacher else {})
   adapters = Adapters(feature_plan.check_adaptable(plan, s_shapes, t_shapes))
 
   tx = optim.make_optimizer(config.optimizer, config.total_steps)
@@ -205,9 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Only the student: extras (adapters) and the teacher never leave the run.
     return {'model': {'params': state.params['student'], **state.model_state}}
 
-  train_iter = data.train_iterator(
-      train_src, global_batch_size=config.data.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  train_iter = common.train_batches(config, train_src)
   task = loop.Task(
       init=init, step=step, teacher=t_vars_global, train_batches=train_iter, evaluate=evaluate,
       export=export, finalize=finalize,

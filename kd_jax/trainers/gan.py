@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax import config_utils, data, models, optim, parallel
-from kd_jax.checkpoint import ensure_workdir
+from kd_jax import config_utils, models, optim
 from kd_jax.data import augment
 from kd_jax.train_state import TrainState, step_key
-from kd_jax.trainers import gan_parts, gen_eval, loop
+from kd_jax.trainers import common, gan_parts, gen_eval, loop
 from kd_jax.types import Array, Batch, PyTree
 
 
@@ -63,14 +62,8 @@ def default_eval_config() -> ml_collections.ConfigDict:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains a GAN on `config.data`; writes sample grids, FID/KID/PR (if a classifier is given)."""
-  config_utils.check_fields(config, default_config())
-  ensure_workdir(workdir)
-  mesh = parallel.make_mesh()
-  parallel.check_global_batch(config.data.batch_size, mesh, 'config.data.batch_size')
-  data_dir = config.data.data_dir or None
-  train_src = data.get_source(config.data.name, config.data.train_split, data_dir=data_dir,
-                              cache_in_memory=config.data.cache_in_memory)
-  image_shape = tuple(np.asarray(train_src[0]['image']).shape)
+  run = common.prepare(config, default_config(), workdir, with_eval=False)
+  mesh, train_src, image_shape = run.mesh, run.train_source, run.image_shape
   zdim = gan_parts.latent_dim(config.generator, 'config.generator')
   g_name, g_kwargs = config_utils.model_kwargs(config.generator, 'config.generator')
   d_name, d_kwargs = config_utils.model_kwargs(config.discriminator, 'config.discriminator')
@@ -158,9 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   task = loop.Task(
       init=init, step=step, teacher=None,
-      train_batches=data.train_iterator(train_src, global_batch_size=config.data.batch_size,
-                                        seed=config.seed, process_index=jax.process_index(),
-                                        process_count=jax.process_count()),
+      train_batches=common.train_batches(config, train_src),
       evaluate=evaluate, export=export, finalize=finalize,
       meta={'trainer': 'gan', 'dataset': config.data.name, 'image_shape': list(image_shape),
             'exported': {'generator': config_utils.to_dict(config.generator),

@@ -31,14 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax import config_utils, data, errors, losses, models, optim, parallel
+from kd_jax import config_utils, errors, losses, models, optim, parallel
 from kd_jax import teacher as teacher_lib
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax.checkpoint import ensure_workdir
 from kd_jax.data import augment
 from kd_jax.models import features as features_lib
 from kd_jax.train_state import TrainState, step_key
-from kd_jax.trainers import feature_plan, gan, gan_parts, gen_eval, loop
+from kd_jax.trainers import common, feature_plan, gan, gan_parts, gen_eval, loop
 from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, FeaturePlan, first
 from kd_jax.types import Array, Batch, PyTree
 
@@ -81,8 +80,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Distils `config.teacher` (a GAN run) into the generator `config.model`."""
-  config_utils.check_fields(config, default_config())
-  ensure_workdir(workdir)
+  run = common.prepare(config, default_config(), workdir, with_eval=False)
+  mesh, train_src, image_shape = run.mesh, run.train_source, run.image_shape
   if config.mode not in ('data_free', 'data'):
     raise errors.ConfigError(f"config.mode={config.mode!r}; use 'data_free' or 'data'.")
   if config.frozen_net.kind not in FROZEN_KINDS:
@@ -91,12 +90,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if not config.teacher.checkpoint:
     raise errors.ConfigError('config.teacher.checkpoint is empty; set it to the --workdir of a GAN '
                              'teacher run (configs/fashion_mnist/gan_teacher.py).')
-  mesh = parallel.make_mesh()
-  parallel.check_global_batch(config.data.batch_size, mesh, 'config.data.batch_size')
-  data_dir = config.data.data_dir or None
-  train_src = data.get_source(config.data.name, config.data.train_split, data_dir=data_dir,
-                              cache_in_memory=config.data.cache_in_memory)
-  image_shape = tuple(np.asarray(train_src[0]['image']).shape)
   zdim = gan_parts.latent_dim(config.model, 'config.model')
   s_name, s_kwargs = config_utils.model_kwargs(config.model, 'config.model')
   G_s = models.get(s_name, **s_kwargs)
@@ -155,10 +148,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                             train=False)[:2]
 
   # Validate generator feature paths and size the adapters (shapes only, nothing runs).
-  s_shapes = _gen_feature_shapes(G_s, jax.eval_shape(
+  s_shapes = common.feature_shapes(G_s, jax.eval_shape(
       lambda: G_s.init({'params': jax.random.key(0), 'noise': jax.random.key(0)}, z0, y0,
-                       train=False)), z0, y0, plan.student_paths)
-  t_shapes = _gen_feature_shapes(G_t, teacher.variables, z0, y0, plan.teacher_paths)
+                       train=False)), z0, plan.student_paths, labels=y0)
+  t_shapes = common.feature_shapes(G_t, teacher.variables, z0, plan.teacher_paths, labels=y0)
   adapters = Adapters(feature_plan.check_adaptable(plan, s_shapes, t_shapes))
   if frozen_layers and frozen_module is not None:
     jax.eval_shape(lambda v: frozen_apply(v, x0, y0), frozen_vars)
@@ -310,9 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {'generator': {'params': state.student.params['student'], **state.student.model_state}}
 
   if config.mode == 'data':
-    batches = data.train_iterator(train_src, global_batch_size=config.data.batch_size,
-                                  seed=config.seed, process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+    batches = common.train_batches(config, train_src)
   else:
     batches = LatentOnlyBatches(config.data.batch_size // jax.process_count(), image_shape)
   task = loop.Task(
@@ -333,15 +324,6 @@ def _frozen_outputs(who: str, logits: Array, feats: dict[str, Any]) -> dict[str,
     out[f'frozen/{who}_embedding'] = (last.reshape(last.shape[0], -1, last.shape[-1]).mean(1)
                                       if last.ndim == 4 else last)
   return out
-
-
-def _gen_feature_shapes(module: Any, variables: PyTree, z: Array, y: Array | None,
-                        paths: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-  if not paths:
-    return {}
-  feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
-      module, v, z, paths, train=False, labels=y)[1], variables)
-  return {p: tuple(first(f).shape) for p, f in feats.items()}
 
 
 class LatentOnlyBatches:

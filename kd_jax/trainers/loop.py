@@ -15,14 +15,13 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
 
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax import errors, parallel, report
+from kd_jax import parallel, report
 from kd_jax.types import Array, Batch, PyTree
 
 
@@ -188,8 +187,3 @@ def _flat_config(config: ml_collections.ConfigDict, prefix: str = '') -> dict[st
       out[f'{prefix}{k}'] = v
   return out
 
-
-def jnp_mean_masked(x: Array, mask: Array | None) -> Array:
-  if mask is None:
-    return jnp.mean(x)
-  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,0 +1,58 @@
+"""The start every trainer shares: check the config, make the workdir and mesh, open the data."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from kd_jax import config_utils, data, parallel
+from kd_jax.checkpoint import ensure_workdir
+from kd_jax.trainers.feature_plan import first
+from kd_jax.types import Array, PyTree
+
+
+@dataclasses.dataclass
+class RunSetup:
+  mesh: jax.sharding.Mesh
+  train_source: Any
+  eval_source: Any | None
+  image_shape: tuple[int, ...]
+
+
+def prepare(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, workdir: str,
+            *, with_eval: bool) -> RunSetup:
+  """Fails fast on bad fields, workdir or batch sizes, then opens the train (and eval) split."""
+  config_utils.check_fields(config, defaults)
+  ensure_workdir(workdir)
+  mesh = parallel.make_mesh()
+  parallel.check_global_batch(config.data.batch_size, mesh, 'config.data.batch_size')
+  if with_eval and 'eval_batch_size' in config.data:
+    parallel.check_global_batch(config.data.eval_batch_size, mesh, 'config.data.eval_batch_size')
+  data_dir = config.data.data_dir or None
+  train_src = data.get_source(config.data.name, config.data.train_split, data_dir=data_dir,
+                              cache_in_memory=config.data.cache_in_memory)
+  eval_src = (data.get_source(config.data.name, config.data.eval_split, data_dir=data_dir,
+                              cache_in_memory=config.data.cache_in_memory) if with_eval else None)
+  image_shape = tuple(np.asarray(train_src[0]['image']).shape)
+  return RunSetup(mesh, train_src, eval_src, image_shape)
+
+
+def train_batches(config: ml_collections.ConfigDict, source: Any) -> Any:
+  """This process's slice of every global batch, in the seed's order (see kd_jax.data)."""
+  return data.train_iterator(source, global_batch_size=config.data.batch_size, seed=config.seed,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def feature_shapes(module: nn.Module, variables: PyTree, x: Array, paths: Sequence[str],
+                   **call_kwargs: Any) -> dict[str, tuple[int, ...]]:
+  """Shapes of the features at `paths` (abstractly: nothing runs); a bad path raises ConfigError."""
+  from kd_jax.models import features as features_lib  # pylint: disable=import-outside-toplevel
+  if not paths:
+    return {}
+  feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
+      module, v, x, list(paths), train=False, **call_kwargs)[1], variables)
+  return {p: tuple(first(f).shape) for p, f in feats.items()}
