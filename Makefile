@@ -30,7 +30,7 @@ demo: setup
 	$(PY) -m kd_jax.demo --workdir $(WORKDIR)
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 bench: setup

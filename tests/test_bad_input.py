@@ -101,9 +101,12 @@ def test_launch_reports_one_line_and_nonzero_exit(tmp_path):
   assert len(lines) == 1 and 'does not exist' in lines[0]
 
 
-def test_launch_rejects_misspelled_override(tmp_path):
-  proc = _launch('--config', 'configs/fashion_mnist/teacher.py:tiny', f'--workdir={tmp_path}',
-                 '--config.optimizer.learning_rte=0.1')
-  assert proc.returncode != 0
-  assert 'learning_rte' in proc.stderr
-  assert not os.path.exists(tmp_path / 'checkpoints')
+def test_misspelled_override_is_rejected_by_the_flag_parser():
+  """launch.py's locked config: `--config.<typo>` fails at flag parsing, before anything runs."""
+  from absl import flags
+  from ml_collections import config_flags
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, '', flag_values=flag_values, lock_config=True)
+  with pytest.raises(flags.Error, match='learning_rte'):
+    flag_values(['launch.py', f'--config={REPO}/configs/fashion_mnist/teacher.py:tiny',
+                 '--config.optimizer.learning_rte=0.1'])
