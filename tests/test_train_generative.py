@@ -51,7 +51,7 @@ def test_gan_teacher_checkpoint_grids_and_quality(gan_workdir):
 
 @pytest.mark.parametrize('cfg,mode', [('fashion_mnist/distill_full.py', 'data_free'),
                                       ('fashion_mnist/distill_full.py', 'data'),
-                                      ('fashion_mnist/distill_l1.py', 'data_free')])
+                                      ('fashion_mnist/distill_disc.py', 'data_free')])
 def test_generator_distillation(gan_workdir, teacher_workdir, tiny_data_dir, tmp_path, cfg, mode):
   before = _flat(_export(gan_workdir))
   config = tiny_config(cfg, tiny_data_dir, **{
