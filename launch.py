@@ -10,7 +10,7 @@ KD_JAX_DISTRIBUTED=1).
 """
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file[:arg].',
@@ -27,6 +27,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  _quiet_logs()
   # Imports after flag parsing so --help is fast and XLA_FLAGS set by the caller take effect.
   from kd_jax import errors, parallel, trainers  # pylint: disable=import-outside-toplevel
   try:
@@ -40,6 +41,12 @@ def main(argv):
   if parallel.is_chief():
     print(f"[kd_jax] done: summary at {_WORKDIR.value}/summary.json; TensorBoard: "
           f"tensorboard --logdir {_WORKDIR.value}", flush=True)
+
+
+def _quiet_logs() -> None:
+  # Orbax/clu INFO lines drown the progress line; --verbosity=0 brings them back.
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/demo', 'Where every stage writes its results.')
 _ARG = flags.DEFINE_string('arg', 'demo', "Config argument for every stage ('demo' or 'tiny').")
@@ -110,6 +110,9 @@ def print_results(workdir: str, s: dict[str, dict[str, Any]]) -> None:
 
 def main(argv):
   del argv
+  if not flags.FLAGS['verbosity'].present:
+    # Orbax/clu INFO lines drown the progress lines; --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   from kd_jax import errors  # pylint: disable=import-outside-toplevel
   t0 = time.time()
   try:
