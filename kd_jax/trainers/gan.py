@@ -112,8 +112,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     (g_loss, new_ms), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g.params)
     g = state.g.apply_gradients(grads, dict(new_ms))
-    g_ema = {'params': gan_parts.ema(state.g_ema['params'], g.params, config.ema_decay),
-             **g.model_state}
+    # EMA warm-up (the num_updates rule of tf.train.ExponentialMovingAverage): early on the
+    # average would otherwise be dominated by the random initial weights for ~1/(1-decay) steps.
+    decay = jnp.minimum(config.ema_decay, (1.0 + t) / (10.0 + t))
+    g_ema = {'params': gan_parts.ema(state.g_ema['params'], g.params, decay), **g.model_state}
     return GANState(g=g, d=d, g_ema=g_ema), {'g_loss': g_loss, **d_metrics}
 
   # Fixed latents for grids so training progression is comparable across steps.
