@@ -87,31 +87,23 @@ def test_distill_wrong_family_teacher(teacher_workdir, tiny_data_dir, tmp_path):
     generator_distill.train_and_evaluate(config, str(tmp_path))
 
 
-def test_distill_bad_feature_path(gan_workdir, tiny_data_dir, tmp_path):
+@pytest.mark.parametrize('losses,error,match', [
+    ([{'name': 'feature_mse', 'weight': 1.0,
+       'inputs': {'student_features': 'adapted/no_such_layer:block0',
+                  'teacher_features': 'teacher_features/block0'}}], errors.ConfigError,
+     'no_such_layer'),
+    ([{'name': 'feature_mse', 'weight': 1.0,
+       'inputs': {'student_features': 'adapted/block0:block1',
+                  'teacher_features': 'teacher_features/block1'}}], errors.ConfigError,
+     'cannot match shapes'),
+    ([('perceptual_magic', 1.0, {})], errors.ConfigError, "unknown loss 'perceptual_magic'"),
+])
+def test_distill_bad_loss_config(gan_workdir, tiny_data_dir, tmp_path, losses, error, match):
+  """A feature path that does not exist, an adapter that cannot match, an unknown term."""
   config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
                        **{'teacher.checkpoint': gan_workdir})
-  config.losses = [{'name': 'feature_mse', 'weight': 1.0,
-                    'inputs': {'student_features': 'adapted/no_such_layer:block0',
-                               'teacher_features': 'teacher_features/block0'}}]
-  with pytest.raises(errors.ConfigError, match='no_such_layer'):
-    generator_distill.train_and_evaluate(config, str(tmp_path))
-
-
-def test_distill_adapter_shapes_cannot_match(gan_workdir, tiny_data_dir, tmp_path):
-  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
-                       **{'teacher.checkpoint': gan_workdir})
-  config.losses = [{'name': 'feature_mse', 'weight': 1.0,
-                    'inputs': {'student_features': 'adapted/block0:block1',
-                               'teacher_features': 'teacher_features/block1'}}]
-  with pytest.raises(errors.ConfigError, match='cannot match shapes'):
-    generator_distill.train_and_evaluate(config, str(tmp_path))
-
-
-def test_distill_unknown_loss_term(gan_workdir, tiny_data_dir, tmp_path):
-  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
-                       **{'teacher.checkpoint': gan_workdir})
-  config.losses = [('perceptual_magic', 1.0, {})]
-  with pytest.raises(errors.ConfigError, match="unknown loss 'perceptual_magic'"):
+  config.losses = losses
+  with pytest.raises(error, match=match):
     generator_distill.train_and_evaluate(config, str(tmp_path))
 
 

@@ -20,13 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax import config_utils, errors, losses, models, optim, parallel
-from kd_jax import teacher as teacher_lib
+from kd_jax import config_utils, errors, optim, parallel
 from kd_jax.data import augment
 from kd_jax.models import features as features_lib
 from kd_jax.train_state import TrainState, step_key
 from kd_jax.trainers import common, feature_plan, gen_eval, loop
-from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, FeaturePlan, first
+from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, first
 from kd_jax.types import Array, Batch, PyTree
 
 CORRUPTIONS = ('none', 'gaussian', 'mask')
@@ -79,20 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise errors.ConfigError(f'config.corruption.kind={config.corruption.kind!r}; use one of '
                              f'{CORRUPTIONS}.')
   x0 = jnp.zeros((1, *image_shape), jnp.float32)
-  name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
-  student = models.get(name, **kwargs)
-  composite = losses.compose(config.losses)
-  plan = FeaturePlan.from_keys(composite.required_keys)
-  needs_teacher = any(k.startswith(('teacher', ADAPTED)) for k in composite.required_keys)
-  teacher = None
-  if config.teacher.checkpoint:
-    teacher = teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model,
-                                          role='autoencoder', init_args=(x0,),
-                                          init_kwargs={'train': False})
-  elif needs_teacher:
-    raise errors.ConfigError('config.losses reads teacher outputs but config.teacher.checkpoint is '
-                             'empty; set it to the --workdir of an autoencoder teacher run.')
-
+  student, composite, plan, teacher = common.student_losses_teacher(config, role='autoencoder',
+                                                                    example=x0)
   s_shapes = common.feature_shapes(student, jax.eval_shape(
       lambda: student.init(jax.random.key(0), x0, train=False)), x0, plan.student_paths)
   t_shapes = (common.feature_shapes(teacher.module, teacher.variables, x0, plan.teacher_paths)

@@ -15,15 +15,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from kd_jax import config_utils, data, errors, losses, models, optim, parallel, teacher as teacher_lib
+from kd_jax import config_utils, data, optim, parallel
 from kd_jax.data import augment
 from kd_jax.metrics import classification as cls_metrics
 from kd_jax.metrics import cost
 from kd_jax.models import features as features_lib
 from kd_jax.train_state import TrainState, step_key
-from kd_jax.trainers import common, loop
-from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, FeaturePlan, first
-from kd_jax.trainers import feature_plan
+from kd_jax.trainers import common, feature_plan, loop
+from kd_jax.trainers.feature_plan import ADAPTED, STUDENT, TEACHER, Adapters, first
 from kd_jax.types import Array, Batch, PyTree
 
 def default_config() -> ml_collections.ConfigDict:
@@ -54,22 +53,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                             run.image_shape)
   example = jnp.zeros((1, *image_shape), jnp.float32)
 
-  name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
-  student = models.get(name, **kwargs)
-  composite = losses.compose(config.losses)
-  plan = FeaturePlan.from_keys(composite.required_keys)
+  student, composite, plan, teacher = common.student_losses_teacher(config, role='model',
+                                                                    example=example)
   s_paths, t_paths, adapted = plan.student_paths, plan.teacher_paths, plan.adapted
-  needs_teacher = any(k.startswith(('teacher', ADAPTED)) for k in composite.required_keys)
-
-  teacher = None
-  if config.teacher.checkpoint:
-    teacher = teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model,
-                                          role='model', init_args=(example,),
-                                          init_kwargs={'train': False})
-  elif needs_teacher:
-    raise errors.ConfigError(
-        f'config.losses uses teacher outputs ({sorted(composite.required_keys)}) but '
-        'config.teacher.checkpoint is empty; set it to the --workdir of a trained teacher run.')
 
   # Validate feature paths (clear error for a bad one) and size the adapters once, outside jit.
   s_shapes = common.feature_shapes(student, jax.eval_shape(

@@ -9,9 +9,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from kd_jax import config_utils, data, parallel
+from kd_jax import config_utils, data, errors, parallel
 from kd_jax.checkpoint import ensure_workdir
-from kd_jax.trainers.feature_plan import first
+from kd_jax.trainers.feature_plan import ADAPTED, FeaturePlan, first
 from kd_jax.types import Array, PyTree
 
 
@@ -56,3 +56,27 @@ def feature_shapes(module: nn.Module, variables: PyTree, x: Array, paths: Sequen
   feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
       module, v, x, list(paths), train=False, **call_kwargs)[1], variables)
   return {p: tuple(first(f).shape) for p, f in feats.items()}
+
+
+def student_losses_teacher(config: ml_collections.ConfigDict, *, role: str,
+                           example: Array) -> tuple[nn.Module, Any, FeaturePlan, Any]:
+  """The student module, the loss composite, its feature plan and the frozen teacher (or None).
+
+  A loss mix that reads teacher outputs without `config.teacher.checkpoint` is a config error.
+  """
+  from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
+  from kd_jax import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
+  name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
+  student = models.get(name, **kwargs)
+  composite = losses.compose(config.losses)
+  plan = FeaturePlan.from_keys(composite.required_keys)
+  teacher = None
+  if config.teacher.checkpoint:
+    teacher = teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model,
+                                          role=role, init_args=(example,),
+                                          init_kwargs={'train': False})
+  elif any(k.startswith(('teacher', ADAPTED)) for k in composite.required_keys):
+    raise errors.ConfigError(
+        f'config.losses reads teacher outputs ({sorted(composite.required_keys)}) but '
+        'config.teacher.checkpoint is empty; set it to the --workdir of a trained teacher run.')
+  return student, composite, plan, teacher
