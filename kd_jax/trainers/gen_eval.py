@@ -116,3 +116,14 @@ def host(tree: PyTree) -> PyTree:
 
 def module_apply(module: nn.Module) -> Callable[..., Array]:
   return lambda v, *a: module.apply(v, *a, train=False)
+
+
+def interleave_rows(named: Sequence[tuple[str, np.ndarray]], ncols: int
+                    ) -> list[tuple[str, np.ndarray]]:
+  """Rows of `ncols` images alternating between the named sets (teacher row, student row, ...),
+  so the same latent sits directly above/below its counterpart."""
+  n = min(len(images) for _, images in named)
+  rows = []
+  for start in range(0, n, ncols):
+    rows.extend((name, images[start:start + ncols]) for name, images in named)
+  return rows

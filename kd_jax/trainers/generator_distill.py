@@ -250,8 +250,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def evaluate(state: DistillState, step_: int, writer: Any) -> dict[str, float]:
     grid_s = np.asarray(gen_s(student_vars(state), grid_z, grid_y, ek))
-    gen_eval.write_grid(workdir, 'teacher_vs_student', step_,
-                        [('teacher', grid_t), ('student', grid_s)], writer)
+    gen_eval.write_grid(workdir, 'teacher_vs_student', step_, gen_eval.interleave_rows(
+        [('teacher', grid_t), ('student', grid_s)], 16), writer)
     return {f'eval/{k}': v for k, v in gen_eval.pair_report(grid_s, grid_t, 'vs_teacher_').items()}
 
   def finalize(state: DistillState, writer: Any) -> dict[str, Any]:
@@ -295,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         **({'final/fid_student': out['quality_student']['fid'],
             'final/fid_teacher': out['quality_teacher']['fid']} if 'quality_student' in out else {})})
     gen_eval.write_grid(workdir, 'final_teacher_vs_student', int(config.total_steps),
-                        [('teacher', t_imgs[:64]), ('student', s_imgs[:64])], writer)
+                        gen_eval.interleave_rows([('teacher', t_imgs[:64]),
+                                                  ('student', s_imgs[:64])], 16), writer)
     return out
 
   def export(state: DistillState) -> PyTree:
