@@ -113,9 +113,7 @@ def restore_export(path: str, abstract_export: PyTree, field: str) -> PyTree:
   directory, step, _ = read_meta(path, field)
   export_dir = directory / str(step) / 'export'
   checkpointer = ocp.PyTreeCheckpointer()
-  meta_tree = checkpointer.metadata(export_dir)
-  meta_tree = getattr(meta_tree, 'item_metadata', meta_tree)
-  meta_tree = meta_tree.tree if hasattr(meta_tree, 'tree') else meta_tree
+  meta_tree = _tree_metadata(checkpointer, export_dir)
   want = _flatten(abstract_export)
   have = _flatten({k: v for k, v in meta_tree.items() if k in abstract_export})
   missing = sorted(set(want) - set(have))
@@ -136,6 +134,13 @@ def restore_export(path: str, abstract_export: PyTree, field: str) -> PyTree:
       item=abstract_export, restore_args=restore_args, partial_restore=True))
   checkpointer.close()
   return restored
+
+
+def _tree_metadata(checkpointer: ocp.PyTreeCheckpointer, directory: epath.Path) -> PyTree:
+  """The saved tree's per-leaf metadata (shapes, dtypes), unwrapped across orbax versions."""
+  meta = checkpointer.metadata(directory)
+  meta = getattr(meta, 'item_metadata', meta)
+  return meta.tree if hasattr(meta, 'tree') else meta
 
 
 def _flatten(tree: PyTree) -> dict[str, Any]:
@@ -164,9 +169,7 @@ def load_export_numpy(path: str) -> PyTree:
   directory, step = find_checkpoint(path, 'path')
   export_dir = directory / str(step) / 'export'
   checkpointer = ocp.PyTreeCheckpointer()
-  meta = checkpointer.metadata(export_dir)
-  meta = getattr(meta, 'item_metadata', meta)
-  meta = meta.tree if hasattr(meta, 'tree') else meta
+  meta = _tree_metadata(checkpointer, export_dir)
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
   restored = checkpointer.restore(export_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   checkpointer.close()

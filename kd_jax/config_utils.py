@@ -46,3 +46,29 @@ def model_kwargs(model_cfg: Any, field: str) -> tuple[str, dict[str, Any]]:
                              "'num_classes': 10}).")
   cfg = dict(cfg)
   return cfg.pop('name'), cfg
+
+
+def set_dotted(config: Any, dotted: str, value: Any) -> None:
+  """`set_dotted(c, 'teacher.checkpoint', v)` sets c.teacher.checkpoint = v."""
+  *path, last = dotted.split('.')
+  for part in path:
+    config = config[part]
+  config[last] = value
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Imports a config file the way `config_flags` does and returns `get_config(arg)`.
+
+  The repository root goes on sys.path first: configs import `configs.<dataset>.common`.
+  """
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if repo not in sys.path:
+    sys.path.insert(0, repo)
+  path = path if os.path.isabs(path) else os.path.join(repo, path)
+  spec = importlib.util.spec_from_file_location(f'kd_jax_config_{abs(hash(path))}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()

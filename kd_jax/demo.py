@@ -11,7 +11,6 @@ then prints a results table and where the image grids, TensorBoard events and su
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -38,26 +37,8 @@ STAGES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def load_config(path: str, arg: str):
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-  spec = importlib.util.spec_from_file_location('demo_cfg_' + os.path.basename(path)[:-3],
-                                                os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def _set(config, dotted: str, value: Any) -> None:
-  *path, last = dotted.split('.')
-  for p in path:
-    config = config[p]
-  if last in config:
-    config[last] = value
-
-
 def run_stages(workdir: str, arg: str) -> dict[str, dict[str, Any]]:
-  from kd_jax import trainers  # pylint: disable=import-outside-toplevel
+  from kd_jax import config_utils, trainers  # pylint: disable=import-outside-toplevel
   dirs = {name: os.path.join(workdir, name) for name, _, _ in STAGES}
   summaries = {}
   for name, path, fields in STAGES:
@@ -65,9 +46,9 @@ def run_stages(workdir: str, arg: str) -> dict[str, dict[str, Any]]:
     if os.path.exists(summary_path):
       print(f'[demo] {name}: already done ({summary_path})', flush=True)
     else:
-      config = load_config(path, arg)
+      config = config_utils.load_config_file(path, arg)
       for field, value in fields.items():
-        _set(config, field, value.format(**dirs) if isinstance(value, str) else value)
+        config_utils.set_dotted(config, field, value.format(**dirs))
       print(f'[demo] {name}: python launch.py --config {path}:{arg} --workdir {dirs[name]} '
             + ' '.join(f'--config.{k}={v.format(**dirs)}' for k, v in fields.items()), flush=True)
       t0 = time.time()

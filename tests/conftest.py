@@ -1,6 +1,5 @@
 """Shared fixtures. 8 virtual CPU devices for every test (set before jax is imported)."""
 import gzip
-import importlib.util
 import os
 import sys
 
@@ -61,24 +60,18 @@ def tiny_data_dir(tmp_path_factory) -> str:
 
 
 def load_config(relpath: str, arg: str | None = None):
-  """Imports configs/<relpath> the way ml_collections' config_flags does and calls get_config."""
-  path = os.path.join(REPO, 'configs', relpath)
-  spec = importlib.util.spec_from_file_location(f'cfg_{abs(hash(path))}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
+  """configs/<relpath>'s get_config(arg), loaded the way config_flags loads it."""
+  from kd_jax import config_utils  # pylint: disable=import-outside-toplevel
+  return config_utils.load_config_file(os.path.join('configs', relpath), arg)
 
 
 def tiny_config(relpath: str, data_dir: str, **fields):
   """The config's `tiny` variant on the tiny dataset, with dotted-path overrides."""
+  from kd_jax import config_utils  # pylint: disable=import-outside-toplevel
   config = load_config(relpath, 'tiny')
   config.data.data_dir = data_dir
   for key, value in fields.items():
-    target = config
-    *path, last = key.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = value
+    config_utils.set_dotted(config, key, value)
   return config
 
 

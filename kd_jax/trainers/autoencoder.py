@@ -133,7 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                                     config.corruption))(eval_clean))
 
   def outputs_on_eval(state: TrainState) -> tuple[np.ndarray, np.ndarray | None]:
-    s_vars = gen_eval.host({'params': state.params['student'], **state.model_state})
+    s_vars = parallel.fetch({'params': state.params['student'], **state.model_state})
     bs = int(config.data.eval_batch_size)
     s = gen_eval.batched(lambda x: run_s(s_vars, x), len(eval_noisy), bs,
                          lambda a, k: eval_noisy[a:a + k])
@@ -157,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def finalize(state: TrainState, writer: Any) -> dict[str, Any]:
     del writer
-    s_vars = gen_eval.host({'params': state.params['student'], **state.model_state})
+    s_vars = parallel.fetch({'params': state.params['student'], **state.model_state})
     out = {'num_eval_images': len(eval_clean),
            'student': {'model': config_utils.to_dict(config.model),
                        **gen_eval.cost_report(gen_eval.module_apply(student), s_vars, x0)},

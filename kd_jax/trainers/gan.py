@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax import config_utils, models, optim
+from kd_jax import config_utils, errors, models, optim, parallel
 from kd_jax.data import augment
 from kd_jax.train_state import TrainState, step_key
 from kd_jax.trainers import common, gan_parts, gen_eval, loop
@@ -70,7 +70,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   G, D = models.get(g_name, **g_kwargs), models.get(d_name, **d_kwargs)
   num_classes = int(config_utils.to_dict(config.generator).get('num_classes', 0) or 0)
   if config.conditional and not num_classes:
-    from kd_jax import errors  # pylint: disable=import-outside-toplevel
     raise errors.ConfigError('config.conditional=True needs config.generator.num_classes (and '
                              'config.discriminator.num_classes) set, e.g. 10.')
   g_tx = optim.make_optimizer(config.g_optimizer, config.total_steps)
@@ -126,14 +125,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sample = jax.jit(lambda v, z, y: G.apply(v, z, y, train=False))
 
   def evaluate(state: GANState, step_: int, writer: Any) -> dict[str, float]:
-    g_ema = gen_eval.host(state.g_ema)
+    g_ema = parallel.fetch(state.g_ema)
     imgs = np.asarray(sample(g_ema, grid_z, grid_y))
     gen_eval.write_grid(workdir, 'samples', step_, [('G_ema', imgs)], writer)
     return {}
 
   def finalize(state: GANState, writer: Any) -> dict[str, Any]:
-    g_ema = gen_eval.host(state.g_ema)
-    d_vars = {'params': gen_eval.host(state.d.params)}
+    g_ema = parallel.fetch(state.g_ema)
+    d_vars = {'params': parallel.fetch(state.d.params)}
     out: dict[str, Any] = {
         'generator': {'model': config_utils.to_dict(config.generator),
                       **gen_eval.cost_report(lambda v, z: G.apply(v, z, None, train=False),

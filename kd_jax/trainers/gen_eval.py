@@ -109,10 +109,6 @@ def labels_of(source: Any, n: int) -> np.ndarray:
   return np.asarray([int(source[i]['label']) for i in range(min(n, len(source)))], np.int32)
 
 
-def host(tree: PyTree) -> PyTree:
-  """Replicated global arrays → host numpy (every process has the whole value)."""
-  return parallel.fetch(tree)
-
 
 def module_apply(module: nn.Module) -> Callable[..., Array]:
   return lambda v, *a: module.apply(v, *a, train=False)

@@ -246,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   grid_t = np.asarray(gen_t(t_host, grid_z, grid_y, ek))
 
   def student_vars(state: DistillState) -> PyTree:
-    return gen_eval.host({'params': state.student.params['student'], **state.student.model_state})
+    return parallel.fetch({'params': state.student.params['student'], **state.student.model_state})
 
   def evaluate(state: DistillState, step_: int, writer: Any) -> dict[str, float]:
     grid_s = np.asarray(gen_s(student_vars(state), grid_z, grid_y, ek))
