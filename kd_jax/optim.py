@@ -1,6 +1,9 @@
 """Optimizers and learning-rate schedules from a config (shared by every trainer)."""
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import ml_collections
 import optax
 
@@ -55,3 +58,22 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name='adam', learning_rate=1e-3, schedule='cosine', warmup_steps=0, weight_decay=0.0,
       momentum=0.9, nesterov=True, b1=0.9, b2=0.999, grad_clip_norm=0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stages:
+  """One optax transformation per training stage (e.g. FitNets' hint stage, then KD).
+
+  The optimizer state is a tuple with each stage's own state, so a stage's schedule counts from the
+  stage's first step and its moments start fresh; `update(stage, ...)` touches only that slot.
+  `stage` is a Python int: each stage has its own compiled train step.
+  """
+  txs: tuple[optax.GradientTransformation, ...]
+
+  def init(self, params: Any) -> tuple[optax.OptState, ...]:
+    return tuple(tx.init(params) for tx in self.txs)
+
+  def update(self, stage: int, grads: Any, state: tuple[optax.OptState, ...], params: Any
+             ) -> tuple[Any, tuple[optax.OptState, ...]]:
+    updates, new = self.txs[stage].update(grads, state[stage], params)
+    return updates, state[:stage] + (new,) + state[stage + 1:]

@@ -107,7 +107,7 @@ def train_iterator(source: grain.sources.RandomAccessDataSource, *, global_batch
     seed: shuffle seed (e.g. config.seed).
     process_index: this process, in [0, process_count) (`jax.process_index()`).
     process_count: number of processes (`jax.process_count()`); must divide G.
-    keys: record fields to keep.
+    keys: record fields to keep; `'index'` adds each record's position in the split (int32).
     read_threads: grain threads preparing batches ahead (0: in the calling thread). PNG decoding
       holds the GIL, so threads help little; use `worker_count` for a decode-bound source.
     worker_count: grain worker processes (`mp_prefetch`); 0: none.
@@ -162,12 +162,20 @@ def eval_batches(source: grain.sources.RandomAccessDataSource, *, global_batch_s
   return iter(batches.to_iter_dataset(grain.ReadOptions(num_threads=read_threads)))
 
 
+INDEX = 'index'
+
+
 def _gather(source: Any, indices: np.ndarray, keys: tuple[str, ...]) -> Record:
+  # `index` is the record's position in the split (not a stored field): CRD's memory bank is
+  # addressed by it.
+  fields = tuple(k for k in keys if k != INDEX)
   if isinstance(source, InMemorySource):
-    batch = {k: source.arrays[k][indices] for k in keys}
+    batch = {k: source.arrays[k][indices] for k in fields}
   else:
     records = [source[int(i)] for i in indices]
-    batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
+    batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in fields}
+  if INDEX in keys:
+    batch[INDEX] = indices.astype(np.int32)
   if 'label' in batch:
     # TFDS stores labels as int64; JAX without x64 would truncate them silently (with a warning).
     batch['label'] = batch['label'].astype(np.int32)
@@ -194,7 +202,7 @@ def _check_keys(source: grain.sources.RandomAccessDataSource, keys: Sequence[str
   if len(source) == 0:
     raise errors.ConfigError('the dataset split is empty; choose a non-empty split in the config.')
   record = source[0]
-  missing = [k for k in keys if k not in record]
+  missing = [k for k in keys if k not in record and k != INDEX]
   if missing:
     raise errors.ConfigError(
         f'records have fields {sorted(record)}, not {missing}; choose keys among those.')

@@ -11,7 +11,9 @@ All losses compute in float32 even for bfloat16 inputs.
     composite = losses.compose([('kd', 0.9, {'temperature': 4.0}), ('ce', 0.1)])
     total, terms = composite({'student_logits': s, 'teacher_logits': t, 'labels': y}, step)
 """
+from kd_jax.losses import contrast
 from kd_jax.losses.compose import Composite, Term, compose
+from kd_jax.losses.contrast import crd
 from kd_jax.losses.feature import at, cc, fitnet, nst, pkt, rkd, sp, vid, vid_log_variance_init
 from kd_jax.losses.generative import (feature_mse, gan_ns_d, gan_ns_g, l1, l2, lpips, relation_kl,
                                       tempered_sigmoid_kl)
@@ -20,7 +22,8 @@ from kd_jax.losses.registry import STANDARD_ROLES, LossDef, get, names, register
 
 __all__ = [
     'Composite', 'LossDef', 'STANDARD_ROLES', 'Term', 'compose', 'get', 'names', 'register',
-    'at', 'cc', 'ce', 'dist', 'dkd', 'feature_mse', 'fitnet', 'gan_ns_d', 'gan_ns_g', 'hard_ce', 'js',
-    'kd', 'l1', 'l2', 'logit_mse', 'lpips', 'nst', 'pkt', 'relation_kl', 'reverse_kl', 'rkd', 'sp',
+    'contrast',
+    'at', 'cc', 'ce', 'crd', 'dist', 'dkd', 'feature_mse', 'fitnet', 'gan_ns_d', 'gan_ns_g', 'hard_ce',
+    'js', 'kd', 'l1', 'l2', 'logit_mse', 'lpips', 'nst', 'pkt', 'relation_kl', 'reverse_kl', 'rkd', 'sp',
     'tempered_sigmoid_kl', 'vid', 'vid_log_variance_init',
 ]

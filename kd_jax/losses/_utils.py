@@ -64,4 +64,5 @@ def require_same_shape(loss: str, student: Array, teacher: Array) -> None:
   if jnp.shape(student) != jnp.shape(teacher):
     raise errors.ConfigError(
         f"loss '{loss}': student shape {jnp.shape(student)} != teacher shape {jnp.shape(teacher)}; "
-        f'configure an adapter that maps the student output to the teacher shape, or pick matching layers.')
+        "read the student through a learned adapter, inputs={'student_features': "
+        "'adapted/<student path>:<teacher path>'}, or pick layers of matching shape.")

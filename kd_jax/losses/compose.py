@@ -67,7 +67,11 @@ class Term:
             f"'{role}', but the trainer provided only {sorted(outputs)}; map the role to one of those "
             f"keys with inputs={{'{role}': ...}} in {self.where}, or use a trainer that produces '{key}'.")
       args.append(outputs[key])
-    values = self.loss.fn(*args, **self.kwargs)
+    try:
+      values = self.loss.fn(*args, **self.kwargs)
+    except errors.ConfigError as e:
+      # Name the config entry: the loss alone cannot know which term of which list it is.
+      raise errors.ConfigError(f"{self.where} ('{self.label}'): {e}") from None
     if jnp.ndim(values) != 1:
       raise ValueError(f"loss '{self.name}' must return a per-example array [B], got shape "
                        f'{jnp.shape(values)} (term {self.where}).')
@@ -231,6 +235,13 @@ def compose(terms: Iterable[Any], *, field: str = 'config.losses') -> Composite:
       raise errors.ConfigError(
           f"{where} ('{label}'): unknown kwarg(s) {', '.join(unknown)} for loss '{name}'; valid kwargs: "
           f"{', '.join(valid) if valid else 'none (it takes no hyperparameters)'}.")
+
+    missing = sorted(k for k, default in valid.items()
+                     if default is inspect.Parameter.empty and k not in kwargs)
+    if missing:
+      raise errors.ConfigError(
+          f"{where} ('{label}'): loss '{name}' needs the hyperparameter(s) {', '.join(missing)}, "
+          f"which have no default; add them, e.g. kwargs={{{', '.join(repr(m) + ': ...' for m in missing)}}}.")
 
     mapping = _as_dict(spec.get('inputs') or {})
     if mapping is None:

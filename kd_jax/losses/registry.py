@@ -11,7 +11,7 @@ import inspect
 from typing import Any, Callable
 
 from kd_jax import errors
-from kd_jax.losses import feature, generative, logit
+from kd_jax.losses import contrast, feature, generative, logit
 from kd_jax.types import Array
 
 LossFn = Callable[..., Array]
@@ -111,6 +111,8 @@ _BUILTINS: dict[str, tuple[LossFn, tuple[str, ...]]] = {
     'nst': (feature.nst, _FEATURES),
     'cc': (feature.cc, _FEATURES),
     'vid': (feature.vid, _FEATURES + ('log_variance',)),
+    # Contrastive (scores from contrast.contrast_scores; the trainer provides the dataset size).
+    'crd': (contrast.crd, ('crd_student_scores', 'crd_teacher_scores', 'crd_num_data')),
     # Generators.
     'l1': (generative.l1, _IMAGES),
     'l2': (generative.l2, _IMAGES),

@@ -80,3 +80,34 @@ def student_losses_teacher(config: ml_collections.ConfigDict, *, role: str,
         f'config.losses reads teacher outputs ({sorted(composite.required_keys)}) but '
         'config.teacher.checkpoint is empty; set it to the --workdir of a trained teacher run.')
   return student, composite, plan, teacher
+
+
+def restore_teachers(config: ml_collections.ConfigDict, *, role: str, example: Array) -> list[Any]:
+  """The frozen teachers: `config.teacher` (one) or `config.teachers` (several), each its own pytree.
+
+  `config.teachers` is a list of `{'checkpoint': <workdir>, 'model': {...} (optional)}`; setting both
+  it and `config.teacher.checkpoint` is a config error (which one would `teacher_logits` mean?).
+  """
+  from kd_jax import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
+  many = list(config.get('teachers') or [])
+  if many and config.teacher.checkpoint:
+    raise errors.ConfigError(
+        'both config.teacher.checkpoint and config.teachers are set; use config.teacher for one '
+        'teacher or config.teachers for several, not both.')
+  if not many:
+    if not config.teacher.checkpoint:
+      return []
+    return [teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model, role=role,
+                                        init_args=(example,), init_kwargs={'train': False})]
+  out = []
+  for i, raw in enumerate(many):
+    spec = raw.to_dict() if hasattr(raw, 'to_dict') else raw
+    where = f'config.teachers[{i}]'
+    if not isinstance(spec, dict) or not spec.get('checkpoint') or set(spec) - {'checkpoint', 'model'}:
+      raise errors.ConfigError(
+          f"{where}={raw!r} must be {{'checkpoint': <a trained teacher's --workdir>, 'model': {{...}} "
+          '(optional)}.')
+    out.append(teacher_lib.restore_teacher(spec['checkpoint'], spec.get('model') or {}, role=role,
+                                           init_args=(example,), init_kwargs={'train': False},
+                                           field=where))
+  return out

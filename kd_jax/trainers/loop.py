@@ -9,10 +9,11 @@ checkpoints.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -31,7 +32,8 @@ class Task:
 
   Attributes:
     init: `rng -> state`, pure (jitted here, placed replicated).
-    step: `(state, teacher, batch, rng) -> (state, metrics)`, pure; `rng` is the run's root key.
+    step: `(state, teacher, batch, rng) -> (state, metrics)`, pure; `rng` is the run's root key. A
+      run with stages gives one step function per stage (each compiled once) and `stage_ends`.
     teacher: frozen pytree passed to every step as its own argument (None when there is no teacher).
     train_batches: iterator of per-process numpy batches with grain's `get_state`/`set_state`.
     evaluate: host-side `(state, step, writer) -> {name: float}`; runs on every process (it may use
@@ -39,15 +41,22 @@ class Task:
     export: pure `state -> pytree` of the variables a later run may restore (e.g. as a teacher).
     meta: JSON-able description saved with every checkpoint (model configs, dataset, trainer).
     finalize: host-side `(state, writer) -> {name: value}` extra summary entries at the end of the run.
+    stage_ends: with several step functions, the last step of each stage (increasing; the last one
+      is `config.total_steps`).
   """
   init: Callable[[Array], PyTree]
-  step: Callable[[PyTree, PyTree, Batch, Array], tuple[PyTree, Mapping[str, Array]]]
+  step: (Callable[[PyTree, PyTree, Batch, Array], tuple[PyTree, Mapping[str, Array]]]
+         | Sequence[Callable[[PyTree, PyTree, Batch, Array], tuple[PyTree, Mapping[str, Array]]]])
   teacher: PyTree
   train_batches: Iterator[Mapping[str, np.ndarray]]
   evaluate: Callable[[PyTree, int, Any], dict[str, float]]
   export: Callable[[PyTree], PyTree]
   meta: Mapping[str, Any]
   finalize: Callable[[PyTree, Any], dict[str, Any]] | None = None
+  stage_ends: Sequence[int] = ()
+
+  def step_functions(self) -> list[Callable[..., Any]]:
+    return list(self.step) if isinstance(self.step, (list, tuple)) else [self.step]
 
 
 def _format_eta(seconds: float) -> str:
@@ -95,14 +104,19 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
                           if isinstance(v, (int, float, str, bool))})
 
   # Donating the state lets XLA update params/optimizer buffers in place.
-  step_fn = jax.jit(task.step, donate_argnums=(0,),
-                    in_shardings=(repl, repl, batch_sh, repl), out_shardings=(repl, repl))
+  step_fns = [jax.jit(f, donate_argnums=(0,), in_shardings=(repl, repl, batch_sh, repl),
+                      out_shardings=(repl, repl)) for f in task.step_functions()]
+  stage_ends = list(task.stage_ends) or [int(config.total_steps)]
+  if len(stage_ends) != len(step_fns) or stage_ends[-1] != int(config.total_steps):
+    raise ValueError(f'Task has {len(step_fns)} step functions but stage_ends={stage_ends} '
+                     f'(must end at total_steps={config.total_steps}).')
   teacher = task.teacher if task.teacher is not None else {}
+  history: list[dict[str, Any]] = []
 
   t_start = time.perf_counter()
   try:
-    state = _train(task, config, mesh, state, start, step_fn, teacher, writer,
-                   checkpointer, root_key)
+    state = _train(task, config, mesh, state, start, step_fns, stage_ends, teacher, writer,
+                   checkpointer, root_key, history)
   finally:
     # Also on an exception: let in-flight asynchronous checkpoint writes finish.
     checkpointer.wait()
@@ -111,19 +125,24 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
     logging.info('Nothing to train: checkpoint step %d >= total_steps %d.', start, total)
   last_eval = task.evaluate(state, total, writer)
   writer.write_scalars(total, last_eval)
+  history.append({'step': total, **last_eval})
   extra = task.finalize(state, writer) if task.finalize else {}
   writer.flush()
   checkpointer.close()
   summary = {'workdir': workdir, 'step': total, 'trainer': config.trainer,
-             'train_seconds': time.perf_counter() - t_start, 'eval': last_eval, **extra}
+             'train_seconds': time.perf_counter() - t_start, 'eval': last_eval,
+             # Evaluations of this invocation (a resumed run lists those after the resume).
+             'eval_history': history, **extra}
   if chief:
     report.write_summary(f'{workdir}/summary.json', summary)
   return summary
 
 
 def _train(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-           state: PyTree, start: int, step_fn: Callable[..., Any], teacher: PyTree, writer: Any,
-           checkpointer: ckpt_lib.Checkpointer, root_key: Array) -> PyTree:
+           state: PyTree, start: int, step_fns: Sequence[Callable[..., Any]],
+           stage_ends: Sequence[int], teacher: PyTree, writer: Any,
+           checkpointer: ckpt_lib.Checkpointer, root_key: Array,
+           history: list[dict[str, Any]]) -> PyTree:
   """Steps start+1..total: metrics every `log_every`, evaluation, checkpoints; returns the state."""
   chief = parallel.is_chief()
   total = int(config.total_steps)
@@ -132,13 +151,17 @@ def _train(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   for step in range(start + 1, total + 1):
     local = next(task.train_batches)
     batch = parallel.to_global(local, mesh)
-    state, metrics = step_fn(state, teacher, batch, root_key)
+    # Stage i covers steps (stage_ends[i-1], stage_ends[i]].
+    stage = bisect.bisect_left(stage_ends, step)
+    state, metrics = step_fns[stage](state, teacher, batch, root_key)
     pending.append(metrics)
     steps_since += 1
     if step % config.log_every == 0 or step == total:
       # One device→host transfer per log period keeps the host out of the step loop.
       stacked = parallel.fetch(pending)
-      avg = {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+      # Keys are averaged over the steps that logged them (stages may log different terms).
+      keys = dict.fromkeys(k for m in stacked for k in m)
+      avg = {k: float(np.mean([m[k] for m in stacked if k in m])) for k in keys}
       pending.clear()
       _check_finite(avg, step)
       now = time.perf_counter()
@@ -155,6 +178,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     if config.eval_every and (step % config.eval_every == 0) and step != total:
       last_eval = task.evaluate(state, step, writer)
       writer.write_scalars(step, last_eval)
+      history.append({'step': step, **last_eval})
     if checkpointer.manager.should_save(step) or step == total:
       _save(checkpointer, task, state, step, force=step == total)
   return state
