@@ -1,0 +1,220 @@
+"""End to end through the classification trainer: every loss-library method of the benchmark config,
+stages, several teachers, function matching, CRD's memory bank, and their config errors."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import load_config
+from kd_jax import checkpoint as ckpt_lib
+from kd_jax import config_utils, errors, losses, models, parallel
+from kd_jax.losses import contrast
+from kd_jax.trainers import classification
+
+load_config('fashion_mnist/methods.py', 'kd,tiny')  # puts the repository root on sys.path
+from configs.fashion_mnist import methods as methods_config  # pylint: disable=wrong-import-position
+
+METHODS = sorted(methods_config.METHODS)
+
+
+def _config(method, data_dir, teacher_workdir, **fields):
+  config = load_config('fashion_mnist/methods.py', f'{method},tiny')
+  config.data.data_dir = data_dir
+  if config.teacher.checkpoint:
+    config.teacher.checkpoint = teacher_workdir
+  for key, value in fields.items():
+    config_utils.set_dotted(config, key, value)
+  return config
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.parametrize('method', METHODS + ['fitnet_stages'])
+def test_every_method_trains_and_exports_only_the_student(method, tiny_data_dir, teacher_workdir,
+                                                          tmp_path):
+  config = _config(method, tiny_data_dir, teacher_workdir)
+  summary = classification.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 <= summary['eval']['eval/student_top1'] <= 1.0
+  exported = ckpt_lib.load_export_numpy(str(tmp_path))
+  n_exported = sum(v.size for k, v in _flat(exported).items() if "'params'" in k)
+  # Adapters, VID regressors/variances and CRD embeddings are trained but never exported.
+  assert n_exported == summary['student']['params']
+  if method in ('fitnet', 'fitnet_stages', 'vid', 'crd'):
+    assert summary['extras_params'] > 0
+  else:
+    assert summary['extras_params'] == 0
+
+
+def _checkpoint_state(workdir, step):
+  """The raw saved TrainState pytree (numpy) at `step`."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  return ocp.PyTreeCheckpointer().restore(path)
+
+
+def test_stages_switch_losses_and_optimizers(tiny_data_dir, teacher_workdir, tmp_path):
+  """FitNets' hint stage trains only the layers below the hint (+ regressor), then KD takes over
+  with its own optimizer state and schedule."""
+  config = _config('fitnet_stages', tiny_data_dir, teacher_workdir, checkpoint_every=2,
+                   keep_checkpoints=5)
+  assert [s['steps'] for s in config.stages] == [2, 4]
+  config.stages[1]['optimizer'] = {'learning_rate': 1e-2, 'schedule': 'constant'}
+  classification.train_and_evaluate(config, str(tmp_path))
+  init = models.get(**config.model).init(jax.random.key(config.seed),
+                                         np.zeros((1, 28, 28, 1), np.float32), train=False)
+  hint_end = _checkpoint_state(str(tmp_path), 2)
+  final = _checkpoint_state(str(tmp_path), 6)
+  init_p, hint_p, final_p = (_flat(init['params']), _flat(hint_end['params']['student']),
+                             _flat(final['params']['student']))
+  for key, value in init_p.items():
+    above_hint = key.startswith(("['stage3']", "['head']"))
+    if above_hint:  # no gradient reaches them in the hint stage (Adam moves nothing on zero grads)
+      np.testing.assert_array_equal(hint_p[key], value, err_msg=key)
+      assert not np.array_equal(final_p[key], value), key  # KD stage trains them
+  assert not np.array_equal(hint_p["['stage1']['conv0']['conv']['kernel']"],
+                            init_p["['stage1']['conv0']['conv']['kernel']"])
+  # Each stage has its own optimizer state: the hint optimizer stopped at 2 steps, KD's ran 4.
+  counts = [int(np.ravel(leaf)[0]) for leaf in jax.tree.leaves(final['opt_state'])
+            if np.ndim(leaf) == 0 and np.issubdtype(np.asarray(leaf).dtype, np.integer)]
+  assert 2 in counts and 4 in counts
+  history = json.load(open(tmp_path / 'summary.json'))['eval_history']
+  assert history[-1]['step'] == 6
+
+
+def test_two_identical_teachers_average_to_one(tiny_data_dir, teacher_workdir, tmp_path):
+  """Averaged targets of two copies of a teacher are that teacher's; per-teacher terms split KD."""
+  one = _config('kd', tiny_data_dir, teacher_workdir, losses=[('kd', 1.0, {'temperature': 2.0})])
+  s_one = classification.train_and_evaluate(one, str(tmp_path / 'one'))
+  spec = {'checkpoint': teacher_workdir}
+  avg = _config('kd', tiny_data_dir, teacher_workdir, **{'teacher.checkpoint': ''})
+  avg.teachers = [spec, spec]
+  avg.losses = [('kd', 1.0, {'temperature': 2.0})]
+  s_avg = classification.train_and_evaluate(avg, str(tmp_path / 'avg'))
+  split = _config('kd', tiny_data_dir, teacher_workdir, **{'teacher.checkpoint': ''})
+  split.teachers = [spec, spec]
+  split.losses = [{'name': 'kd', 'weight': 0.5, 'kwargs': {'temperature': 2.0},
+                   'inputs': {'teacher_logits': f'teacher{i}_logits'}} for i in (0, 1)]
+  s_split = classification.train_and_evaluate(split, str(tmp_path / 'split'))
+  p_one, p_avg, p_split = (_flat(ckpt_lib.load_export_numpy(str(tmp_path / n)))
+                           for n in ('one', 'avg', 'split'))
+  for key, value in p_one.items():
+    np.testing.assert_allclose(p_avg[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(p_split[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+  assert len(s_avg['teachers']) == 2 and 'teacher' in s_one
+  assert s_avg['eval']['eval/teacher0_top1'] == s_avg['eval']['eval/teacher1_top1'] == (
+      s_one['eval']['eval/teacher_top1'])
+  assert s_split['eval']['eval/agreement'] == pytest.approx(s_one['eval']['eval/agreement'], abs=1e-3)
+
+
+def test_function_matching_feeds_the_same_mixed_batch(tiny_data_dir, teacher_workdir, tmp_path,
+                                                      monkeypatch):
+  """With mixup the teacher labels exactly the images the student sees."""
+  from kd_jax.models import features as features_lib
+  seen = []
+  real = features_lib.apply_with_features
+
+  def spy(module, variables, images, *args, **kwargs):
+    seen.append((type(module).__name__, images))
+    return real(module, variables, images, *args, **kwargs)
+
+  monkeypatch.setattr(features_lib, 'apply_with_features', spy)
+  config = load_config('fashion_mnist/funmatch.py', 'tiny')
+  config.data.data_dir = tiny_data_dir
+  config.teacher.checkpoint = teacher_workdir
+  classification.train_and_evaluate(config, str(tmp_path))
+  traced = [(name, x) for name, x in seen if isinstance(x, jax.core.Tracer)]
+  teacher_in = [x for name, x in traced if name == 'ResNet']
+  student_in = [x for name, x in traced if name != 'ResNet']
+  assert teacher_in and student_in
+  assert teacher_in[0] is student_in[0]  # one array, not two draws of the augmentation
+
+
+def test_function_matching_rejects_label_terms(tiny_data_dir, teacher_workdir, tmp_path):
+  config = load_config('fashion_mnist/funmatch.py', 'tiny')
+  config.data.data_dir = tiny_data_dir
+  config.teacher.checkpoint = teacher_workdir
+  config.losses = [('kd', 1.0, {'temperature': 1.0}), ('ce', 1.0, {})]
+  with pytest.raises(errors.ConfigError, match='mixup_alpha'):
+    classification.train_and_evaluate(config, str(tmp_path))
+
+
+def test_crd_memory_bank_is_checkpointed_and_device_count_independent(tiny_data_dir,
+                                                                      teacher_workdir, tmp_path,
+                                                                      monkeypatch):
+  """The bank is state (updated at the batch's record indices, Z fixed after the first step), saved
+  with the student, and a 1-device run equals a 4-device run."""
+  real_mesh = parallel.make_mesh
+  results = {}
+  for n in (1, 4):
+    monkeypatch.setattr(parallel, 'make_mesh', lambda devices=None, n=n: real_mesh(
+        jax.devices()[:n]))
+    config = _config('crd', tiny_data_dir, teacher_workdir)
+    classification.train_and_evaluate(config, str(tmp_path / str(n)))
+    results[n] = _checkpoint_state(str(tmp_path / str(n)), config.total_steps)
+  bank = results[1]['extras_state']['crd']
+  assert float(bank['z_student']) > 0 and float(bank['z_teacher']) > 0
+  config = _config('crd', tiny_data_dir, teacher_workdir)
+  # The trainer's bank init: fold 2 of the run's root key.
+  init = contrast.init_memory(jax.random.fold_in(jax.random.key(config.seed), 2), 512,
+                              config.crd.feat_dim)
+  for side in ('student', 'teacher'):
+    changed = np.any(bank[side] != np.asarray(init[side]), axis=1)
+    # 6 steps × 32 examples of a 512-record split: those rows were written, the rest not.
+    assert 0 < changed.sum() <= 6 * 32, side
+    np.testing.assert_allclose(np.linalg.norm(bank[side][changed], axis=1), 1.0, rtol=1e-5)
+  for key, value in _flat(results[1]).items():
+    if 'opt_state' in key:
+      continue
+    np.testing.assert_allclose(_flat(results[4])[key], value, rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+@pytest.mark.parametrize('fields, match', [
+    ({'crd.num_negatives': 512}, 'config.crd.num_negatives'),
+    ({'crd.student_feature': ''}, 'config.crd.student_feature'),
+])
+def test_crd_config_errors(fields, match, tiny_data_dir, teacher_workdir, tmp_path):
+  config = _config('crd', tiny_data_dir, teacher_workdir, **fields)
+  with pytest.raises(errors.ConfigError, match=match):
+    classification.train_and_evaluate(config, str(tmp_path))
+  assert not os.listdir(tmp_path) or not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_incompatible_feature_shapes_name_the_term_and_the_adapter_fix(tiny_data_dir,
+                                                                       teacher_workdir, tmp_path):
+  config = _config('kd', tiny_data_dir, teacher_workdir)
+  config.losses = [('ce', 1.0, {}), {'name': 'fitnet', 'weight': 1.0, 'inputs': {
+      'student_features': 'student_features/stage2', 'teacher_features': 'teacher_features/stage3'}}]
+  with pytest.raises(errors.ConfigError, match=r"config.losses\[1\].*adapted/"):
+    classification.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize('setup, match', [
+    (lambda c: c.update({'stages': [{'steps': 2, 'losses': [('ce', 1.0)]}]}), 'total_steps'),
+    (lambda c: c.update({'stages': [{'steps': 6, 'losses': [('ce', 1.0)], 'lr': 1}]}),
+     r'config.stages\[0\]'),
+    (lambda c: c.update({'losses': [('kd', 1.0, {}), {'name': 'kd', 'weight': 1.0, 'inputs': {
+        'teacher_logits': 'teacher3_logits'}}]}), 'teacher3_logits'),
+    (lambda c: c.update({'teachers': [{'checkpoint': 'x'}]}), 'not both'),
+])
+def test_stage_and_teacher_config_errors(setup, match, tiny_data_dir, teacher_workdir, tmp_path):
+  config = _config('kd', tiny_data_dir, teacher_workdir)
+  setup(config)
+  with pytest.raises(errors.ConfigError, match=match):
+    classification.train_and_evaluate(config, str(tmp_path))
+
+
+def test_a_loss_without_a_default_hyperparameter_needs_it_in_the_config():
+  def needs_scale(student_logits, teacher_logits, *, scale):
+    return scale * jax.numpy.mean((student_logits - teacher_logits) ** 2, axis=-1)
+
+  losses.register('test_needs_scale', needs_scale, ('student_logits', 'teacher_logits'),
+                  replace=True)
+  with pytest.raises(errors.ConfigError, match=r"needs the hyperparameter\(s\) scale"):
+    losses.compose([('test_needs_scale', 1.0)])
+  composite = losses.compose([('test_needs_scale', 1.0, {'scale': 2.0})])
+  assert composite.labels == ('test_needs_scale',)
