@@ -1,0 +1,122 @@
+"""Every loss-library method on one Fashion-MNIST teacher/student pair, 3 seeds: BENCHMARKS.md's table.
+
+Each run is `launch.py --config configs/fashion_mnist/methods.py:<method> --config.seed=<s>` in
+`<root>/fm_m_<method>_s<s>` (finished runs, i.e. with a summary.json, are skipped, so the script can
+be stopped and resumed). The table reports the student's test top-1 at the last step and the best of
+the evaluations every 250 steps, mean ± sample std over the finished seeds, and the wall time per run.
+
+  python benchmarks/kd_methods.py                      # all methods × seeds 0,1,2, then the table
+  python benchmarks/kd_methods.py --methods kd,dkd --seeds 0 --parallel 2
+  python benchmarks/kd_methods.py --table-only --write  # rewrite BENCHMARKS.md from finished runs
+
+Needs the teacher first: python launch.py --config configs/fashion_mnist/teacher.py
+--workdir workdirs/fm_teacher (~50 min on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from configs.fashion_mnist import methods as methods_config  # pylint: disable=wrong-import-position
+
+ALL = list(methods_config.METHODS) + ['fitnet_stages']
+BEGIN, END = '<!-- kd-methods-table:begin -->', '<!-- kd-methods-table:end -->'
+
+
+def workdir(root: str, method: str, seed: int) -> str:
+  return os.path.join(root, f'fm_m_{method}_s{seed}')
+
+
+def run_one(root: str, method: str, seed: int) -> tuple[str, int, float]:
+  wd = workdir(root, method, seed)
+  if os.path.exists(os.path.join(wd, 'summary.json')):
+    return method, seed, 0.0
+  cmd = [sys.executable, os.path.join(REPO, 'launch.py'), '--config',
+         f'{REPO}/configs/fashion_mnist/methods.py:{method}', '--workdir', wd,
+         f'--config.seed={seed}']
+  t0 = time.perf_counter()
+  with open(wd + '.log', 'w') as log:
+    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+  if rc:
+    raise RuntimeError(f'{method} seed {seed} failed (exit {rc}); see {wd}.log')
+  return method, seed, time.perf_counter() - t0
+
+
+def _fmt(values: list[float]) -> str:
+  if not values:
+    return '–'
+  std = np.std(values, ddof=1) if len(values) > 1 else float('nan')
+  return f'{100 * np.mean(values):.2f} ± {100 * std:.2f}' if len(values) > 1 else (
+      f'{100 * values[0]:.2f}')
+
+
+def table(root: str, methods: list[str], seeds: list[int]) -> str:
+  rows = ['| method | seeds | last top-1 (%) | best top-1 (%) | last per seed | s/run |',
+          '|---|---|---|---|---|---|']
+  for m in methods:
+    last, best, secs, done = [], [], [], []
+    for s in seeds:
+      path = os.path.join(workdir(root, m, s), 'summary.json')
+      if not os.path.exists(path):
+        continue
+      summary = json.load(open(path))
+      done.append(s)
+      last.append(summary['eval']['eval/student_top1'])
+      best.append(max(e['eval/student_top1'] for e in summary.get('eval_history', [])
+                      or [summary['eval']]))
+      secs.append(summary['train_seconds'])
+    per_seed = ', '.join(f'{100 * v:.2f}' for v in last) or '–'
+    rows.append(f"| `{m}` | {','.join(map(str, done)) or '–'} | {_fmt(last)} | {_fmt(best)} | "
+                f"{per_seed} | {np.mean(secs):.0f} |" if secs else
+                f'| `{m}` | – | – | – | – | – |')
+  return '\n'.join(rows)
+
+
+def write(md_path: str, text: str) -> None:
+  content = open(md_path).read()
+  block = f'{BEGIN}\n{text}\n{END}'
+  if BEGIN in content:
+    head, rest = content.split(BEGIN, 1)
+    content = head + block + rest.split(END, 1)[1]
+  else:
+    content = content.rstrip('\n') + '\n\n' + block + '\n'
+  open(md_path, 'w').write(content)
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--methods', default=','.join(ALL))
+  p.add_argument('--seeds', default='0,1,2')
+  p.add_argument('--root', default=os.path.join(REPO, 'workdirs'))
+  p.add_argument('--parallel', type=int, default=1, help='runs at once (2 cores: 1 or 2)')
+  p.add_argument('--table-only', action='store_true')
+  p.add_argument('--write', action='store_true', help="rewrite BENCHMARKS.md's table")
+  args = p.parse_args()
+  methods = [m for m in args.methods.split(',') if m]
+  unknown = sorted(set(methods) - set(ALL))
+  if unknown:
+    p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+  seeds = [int(s) for s in args.seeds.split(',')]
+  if not args.table_only:
+    jobs = [(m, s) for s in seeds for m in methods]  # all methods of seed 0 first
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+      for m, s, secs in pool.map(lambda job: run_one(args.root, *job), jobs):
+        print(f'{m} seed {s}: ' + (f'{secs:.0f} s' if secs else 'already done'), flush=True)
+  text = table(args.root, methods, seeds)
+  print(text)
+  if args.write:
+    write(os.path.join(REPO, 'BENCHMARKS.md'), text)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
