@@ -4,12 +4,14 @@ Golden values come from independent float64 NumPy re-implementations written bel
 the *reference code* of its paper literally (loops, probability sums, `torch.mean` over whole matrices,
 the same eps placements), not our vectorised JAX code, so a wrong axis, a missing T², a wrong eps or
 a per-row decomposition whose mean is not the reference batch loss all show up as a mismatch.
-Inputs are small arrays from a fixed NumPy seed.
+Inputs are small fixed arrays stored in tests/data/loss_inputs.npz (made from a NumPy seed by
+`_generate_inputs`).
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +30,8 @@ def _rng(seed: int = 0) -> np.random.Generator:
   return np.random.default_rng(seed)
 
 
-def _inputs() -> dict[str, np.ndarray]:
+def _generate_inputs() -> dict[str, np.ndarray]:
+  """How tests/data/loss_inputs.npz was made (run `write_inputs()` to regenerate; never at test time)."""
   r = _rng(0)
   f32 = lambda *shape, scale=1.0: (scale * r.standard_normal(shape)).astype(np.float32)
   return {
@@ -44,6 +47,19 @@ def _inputs() -> dict[str, np.ndarray]:
       'd_fake': f32(B, 2, 2, 1, scale=2.0), 'd_teacher': f32(B, 2, 2, 1, scale=2.0),
       'd_real': f32(B, 1, scale=2.0),
   }
+
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'loss_inputs.npz')
+
+
+def write_inputs(path: str = DATA) -> None:
+  np.savez(path, **_generate_inputs())
+
+
+def _inputs() -> dict[str, np.ndarray]:
+  """The fixed inputs every golden test reads, stored in tests/data/loss_inputs.npz."""
+  with np.load(DATA) as stored:
+    return {k: stored[k] for k in stored.files}
 
 
 X = _inputs()
