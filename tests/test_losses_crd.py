@@ -471,3 +471,24 @@ if __name__ == '__main__':
   os.makedirs(os.path.dirname(DATA), exist_ok=True)
   write_inputs()
   print(f'wrote {DATA}')
+
+
+def test_other_class_negatives_never_share_the_anchor_class_and_cover_the_rest():
+  labels = np.array([0, 1, 2, 0, 1, 2, 2, 0, 1, 1], np.int32)
+  table = contrast.class_table(labels)
+  positive = jnp.array([0, 1, 2, 9], jnp.int32)
+  idx = np.asarray(jax.jit(contrast.sample_other_class_indices, static_argnums=3)(
+      jax.random.key(0), positive, table, 4000))
+  np.testing.assert_array_equal(idx[:, 0], positive)
+  for row, anchor in zip(idx, np.asarray(positive)):
+    negatives = row[1:]
+    assert np.all(labels[negatives] != labels[anchor])
+    # Uniform over the other-class records: each appears, with frequency ≈ 1 / (N − n_y).
+    others = np.flatnonzero(labels != labels[anchor])
+    freq = np.bincount(negatives, minlength=len(labels))[others] / len(negatives)
+    np.testing.assert_allclose(freq, 1.0 / len(others), atol=0.03)
+
+
+def test_class_table_rejects_missing_labels():
+  with pytest.raises(errors.ConfigError, match="negatives='uniform'"):
+    contrast.class_table(np.array([], np.int32))

@@ -176,6 +176,7 @@ def test_crd_memory_bank_is_checkpointed_and_device_count_independent(tiny_data_
 @pytest.mark.parametrize('fields, match', [
     ({'crd.num_negatives': 512}, 'config.crd.num_negatives'),
     ({'crd.student_feature': ''}, 'config.crd.student_feature'),
+    ({'crd.negatives': 'hard'}, 'config.crd.negatives'),
 ])
 def test_crd_config_errors(fields, match, tiny_data_dir, teacher_workdir, tmp_path):
   config = _config('crd', tiny_data_dir, teacher_workdir, **fields)

@@ -19,10 +19,12 @@ weight 0.8 (β) alongside CE with weight 1 and no KD term.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kd_jax import errors
 from kd_jax.losses import _utils
@@ -88,7 +90,8 @@ def sample_indices(rng: Array, positive: Array, num_negatives: int, num_data: in
   Columns 1..K are drawn uniformly with replacement from [0, num_data) — the distribution of
   `ContrastMemory`'s alias sampler with uniform unigrams (which may also draw the positive itself).
   Note the reference's CIFAR-100 runs do not use that sampler: their dataset
-  (`CIFAR100InstanceSample`, mode 'exact') supplies negatives drawn from examples of *other classes*.
+  (`CIFAR100InstanceSample`, mode 'exact') supplies negatives drawn from examples of *other classes*
+  — that is `sample_other_class_indices`, the trainer's default (`config.crd.negatives`).
 
   Args:
     rng: PRNG key (fold in the step so every step draws anew).
@@ -102,6 +105,45 @@ def sample_indices(rng: Array, positive: Array, num_negatives: int, num_data: in
         f'CRD: positive indices must be a [B] vector of dataset indices, got shape {positive.shape}.')
   negatives = jax.random.randint(rng, (positive.shape[0], num_negatives), 0, num_data, jnp.int32)
   return jnp.concatenate([positive.astype(jnp.int32)[:, None], negatives], axis=1)
+
+
+def class_table(labels: Any) -> dict[str, np.ndarray]:
+  """Host-side lookup for `sample_other_class_indices`: the split's labels [N], the record indices
+  sorted by class [N], and each class's start and count in that order [C]."""
+  labels = np.asarray(labels).astype(np.int32).reshape(-1)
+  if labels.size == 0 or labels.min() < 0:
+    raise errors.ConfigError('CRD other-class negatives need the non-negative integer labels of the '
+                             "training split; use config.crd.negatives='uniform' for unlabelled data.")
+  count = np.bincount(labels).astype(np.int32)
+  start = (np.cumsum(count) - count).astype(np.int32)
+  return {'labels': labels, 'order': np.argsort(labels, kind='stable').astype(np.int32),
+          'start': start, 'count': count}
+
+
+def sample_other_class_indices(rng: Array, positive: Array, table: dict[str, Array],
+                               num_negatives: int) -> Array:
+  """Like `sample_indices`, but the K negatives of each anchor are examples of *other classes*.
+
+  This is the sampler of the reference's CIFAR-100 runs (`CIFAR100InstanceSample`, mode 'exact':
+  `np.random.choice(cls_negative[target], k)`), drawn here with replacement (the reference draws
+  without replacement when K is below the number of other-class examples; with K ≪ N the two
+  differ by rare repeats). Uniform over the N − n_y other-class records: draw r in [0, N − n_y) and
+  skip the block of class y in the class-sorted order.
+
+  Args:
+    rng: PRNG key.
+    positive: [B] dataset indices of the batch's examples.
+    table: `class_table(labels)` (as arrays; a jit constant or replicated input).
+    num_negatives: K (static).
+  """
+  positive = jnp.asarray(positive).astype(jnp.int32)
+  y = jnp.asarray(table['labels'])[positive]
+  start = jnp.asarray(table['start'])[y][:, None]
+  count = jnp.asarray(table['count'])[y][:, None]
+  n = jnp.shape(table['order'])[0]
+  r = jax.random.randint(rng, (positive.shape[0], num_negatives), 0, n - count, jnp.int32)
+  r = jnp.where(r >= start, r + count, r)
+  return jnp.concatenate([positive[:, None], jnp.asarray(table['order'])[r]], axis=1)
 
 
 def _check_contrast_inputs(memory: Memory, student_embed: Array, teacher_embed: Array,

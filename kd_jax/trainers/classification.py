@@ -37,6 +37,7 @@ from kd_jax.trainers.feature_plan import STUDENT, TEACHER, FeaturePlan, first
 from kd_jax.types import Array, Batch, PyTree
 
 _CRD_KEYS = ('crd_student_scores', 'crd_teacher_scores', 'crd_num_data')
+CRD_NEGATIVES = ('other_class', 'uniform')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -56,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
   # CRD (Tian et al. 2020); defaults are the reference's (feat_dim, nce_k, nce_t, nce_m).
   c.crd = ml_collections.ConfigDict(dict(
       student_feature='', teacher_feature='', feat_dim=128, num_negatives=16384,
-      temperature=0.07, momentum=0.5))
+      temperature=0.07, momentum=0.5, negatives='other_class'))
   c.optimizer = optim.default_optimizer_config()
   c.total_steps = 1000
   c.log_every = 100
@@ -94,6 +95,18 @@ def _check_keys(config: ml_collections.ConfigDict, keys: frozenset[str], num_tea
           "paths it embeds, e.g. 'features' for both: the pooled penultimate features).")
     contrast.check_num_negatives(int(config.crd.num_negatives), num_records,
                                  'config.crd.num_negatives')
+    if config.crd.negatives not in CRD_NEGATIVES:
+      raise errors.ConfigError(
+          f'config.crd.negatives={config.crd.negatives!r}; use one of {", ".join(CRD_NEGATIVES)} '
+          "('other_class': the reference's CIFAR-100 sampler; 'uniform': any memory row).")
+
+
+def _all_labels(source: Any) -> Any:
+  """Every training label, in record order (an in-memory split has them as one array)."""
+  arrays = getattr(source, 'arrays', None)
+  if arrays is not None and 'label' in arrays:
+    return arrays['label']
+  return [int(source[i]['label']) for i in range(len(source))]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -133,6 +146,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       crd_student=config.crd.student_feature, crd_teacher=config.crd.teacher_feature)
   has_extras = bool(plan.adapted or plan.vid or use_crd)
   num_records = len(train_src)
+  crd_table = None
+  if use_crd and config.crd.negatives == 'other_class':
+    # The split's labels, sorted by class once on the host; a constant of the jitted step.
+    crd_table = contrast.class_table(_all_labels(train_src))
 
   tx = stages_lib.make_tx(stage_list)
 
@@ -204,8 +221,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if use_crd:
           emb_s = outputs.pop(extras_lib.CRD_STUDENT_EMBED)
           emb_t = outputs.pop(extras_lib.CRD_TEACHER_EMBED)
-          idx = contrast.sample_indices(step_key(rng, state.step, 'contrast'), batch['index'],
-                                        int(config.crd.num_negatives), num_records)
+          key = step_key(rng, state.step, 'contrast')
+          if crd_table is None:
+            idx = contrast.sample_indices(key, batch['index'], int(config.crd.num_negatives),
+                                          num_records)
+          else:
+            idx = contrast.sample_other_class_indices(key, batch['index'], crd_table,
+                                                      int(config.crd.num_negatives))
           s_scores, t_scores, memory = contrast.contrast_scores(
               state.extras_state['crd'], emb_s, emb_t, idx,
               temperature=float(config.crd.temperature))
