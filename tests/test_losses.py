@@ -129,13 +129,14 @@ def np_dist_batch(s, t, beta=1.0, gamma=1.0, tau=1.0):
 
 
 def np_at(s, t, p=2.0, beta=1e3):
-  """attention-transfer: normalize(mean_c |x|^p) per example, (β/2)·mean of squared differences."""
+  """attention-transfer cifar.py: normalize(mean_c |x|^p) per example, β·mean of squared differences
+  (`opt.beta * at_loss`; the code has no ½, unlike the paper's Eq. 2)."""
   out = []
   for b in range(len(s)):
     qs = (np.abs(s[b].astype(np.float64)) ** p).mean(-1).ravel()
     qt = (np.abs(t[b].astype(np.float64)) ** p).mean(-1).ravel()
     qs /= max(np.linalg.norm(qs), 1e-12); qt /= max(np.linalg.norm(qt), 1e-12)
-    out.append(beta / 2 * np.mean((qs - qt) ** 2))
+    out.append(beta * np.mean((qs - qt) ** 2))
   return np.array(out)
 
 
@@ -468,8 +469,9 @@ def test_feature_losses_vanish_for_identical_inputs(name):
 
 def test_at_beta_convention():
   s, t = _args(('s_map', 't_map'))
-  # β/2 is inside the loss: the default (β=1e3) is 500 × the raw attention distance.
-  np.testing.assert_allclose(losses.at(s, t), 500.0 * losses.at(s, t, beta=2.0), rtol=1e-6)
+  # β is inside the loss, without the paper's ½ (the authors' code): the default (β=1e3) is
+  # 1000 × the raw attention distance at_loss = mean (q̂_s − q̂_t)².
+  np.testing.assert_allclose(losses.at(s, t), 1000.0 * losses.at(s, t, beta=1.0), rtol=1e-6)
 
 
 def test_relation_kl_with_self_similarity_and_batch_of_one():

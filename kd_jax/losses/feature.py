@@ -60,16 +60,17 @@ def _attention_map(x: Array, p: float) -> Array:
 def at(student_features: Array, teacher_features: Array, *, p: float = 2.0, beta: float = 1e3) -> Array:
   r"""Activation-based attention transfer, per example.
 
-  .. math:: \ell(b) = \frac{\beta}{2}\cdot\frac{1}{HW} \sum_{hw} (\hat q_s - \hat q_t)_{b,hw}^2,\quad
+  .. math:: \ell(b) = \beta\cdot\frac{1}{HW} \sum_{hw} (\hat q_s - \hat q_t)_{b,hw}^2,\quad
      \hat q = \frac{q}{\|q\|_2},\ q_{hw} = \frac1C \sum_c |x_{hwc}|^p
 
   Paper: S. Zagoruyko, N. Komodakis, 2017, "Paying More Attention to Attention: Improving the Performance
   of Convolutional Neural Networks via Attention Transfer" (ICLR). Follows their code
-  (szagoruyko/attention-transfer): `at(x) = normalize(x.pow(2).mean(1))`,
+  (szagoruyko/attention-transfer, cifar.py): `at(x) = normalize(x.pow(2).mean(1))`,
   `at_loss = (at(s) - at(t)).pow(2).mean()` (mean over batch *and* positions), and the training loss
-  adds `β/2 · Σ_layers at_loss` with β=1e3. **β/2 is applied here**, so weight 1.0 reproduces the
-  original; one term per layer pair (sum them by composing several terms). The CRD repo instead uses
-  weight 1000 on `at_loss` without the ½ — use `beta=2e3` to match it. Channel counts may differ;
+  adds `opt.beta * sum(at_losses)` with `--beta 1e+3` (README). **Paper and code differ**: the paper's
+  Eq. 2 writes β/2; the code has no ½, and so has the CRD repo (weight 1000 on the same `at_loss`).
+  This follows the code: β=1e3 is inside, so weight 1.0 reproduces both codebases. One term per
+  layer pair (the references sum the layers: compose one term per pair). Channel counts may differ;
   spatial sizes must match. Invariant to positive scaling of either input.
 
   Example:
@@ -78,7 +79,7 @@ def at(student_features: Array, teacher_features: Array, *, p: float = 2.0, beta
   """
   _require_spatial('at', student_features, teacher_features)
   diff = _attention_map(student_features, p) - _attention_map(teacher_features, p)
-  return beta / 2.0 * jnp.mean(diff * diff, axis=-1)
+  return beta * jnp.mean(diff * diff, axis=-1)
 
 
 def _row_normalized_gram(x: Array) -> Array:
