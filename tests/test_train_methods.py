@@ -192,6 +192,8 @@ def test_incompatible_feature_shapes_name_the_term_and_the_adapter_fix(tiny_data
       'student_features': 'student_features/stage2', 'teacher_features': 'teacher_features/stage3'}}]
   with pytest.raises(errors.ConfigError, match=r"config.losses\[1\].*adapted/"):
     classification.train_and_evaluate(config, str(tmp_path))
+  # Caught by the abstract trace before training: no checkpoint, no event file.
+  assert not [f for _, _, files in os.walk(tmp_path) for f in files]
 
 
 @pytest.mark.parametrize('setup, match', [

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from kd_jax import config_utils, data, errors, models, optim, parallel
@@ -317,6 +318,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def export(state: TrainState) -> PyTree:
     # Only the student: extras (adapters, VID, CRD embeddings and memory) and teachers never leave.
     return {'model': {'params': state.params['student'], **state.model_state}}
+
+  # Trace every stage's step abstractly now (nothing runs): a loss that rejects its inputs' shapes
+  # fails here with its message, before the workdir gets checkpoints or event files.
+  b = config.data.batch_size
+  abstract_batch = {'image': jax.ShapeDtypeStruct((b, *image_shape),
+                                                  np.asarray(train_src[0]['image']).dtype),
+                    'label': jax.ShapeDtypeStruct((b,), jnp.int32),
+                    'index': jax.ShapeDtypeStruct((b,), jnp.int32)}
+  abstract_state = jax.eval_shape(init, jax.random.key(0))
+  for i in range(len(stage_list)):
+    jax.eval_shape(make_step(i), abstract_state, t_vars_global, abstract_batch, jax.random.key(0))
 
   keys_read = ('image', 'label', 'index') if use_crd else ('image', 'label')
   train_iter = data.train_iterator(train_src, global_batch_size=config.data.batch_size,
