@@ -133,3 +133,22 @@ def test_autoencoder_rejects_a_gan_teacher(gan_workdir, tiny_data_dir, tmp_path)
                        **{'teacher.checkpoint': gan_workdir})
   with pytest.raises(errors.CheckpointError, match="not a 'autoencoder'"):
     autoencoder.train_and_evaluate(config, str(tmp_path))
+
+
+def test_user_feature_function_replaces_the_classifier(gan_workdir, tiny_data_dir, tmp_path):
+  """`config.eval.feature_fn` (e.g. a user's Inception) drives FID/KID/PR and is named in reports."""
+  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir, **{
+      'teacher.checkpoint': gan_workdir, 'eval.classifier_checkpoint': '',
+      'eval.feature_fn': 'conftest:pooled_pixels'})
+  summary = generator_distill.train_and_evaluate(config, str(tmp_path))
+  for side in ('quality_student', 'quality_teacher'):
+    assert summary[side]['feature_extractor'] == 'user feature_fn conftest:pooled_pixels'
+    assert np.isfinite(summary[side]['fid']) and summary[side]['num_samples'] == 128
+
+
+def test_bad_user_feature_function(gan_workdir, tiny_data_dir, tmp_path):
+  config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir, **{
+      'teacher.checkpoint': gan_workdir, 'eval.feature_fn': 'no_such_module:features'})
+  with pytest.raises(errors.ConfigError, match='config.eval.feature_fn'):
+    generator_distill.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')  # rejected before training

@@ -57,12 +57,13 @@ def default_config() -> ml_collections.ConfigDict:
 def default_eval_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       num_samples=10000, batch_size=500, classifier_checkpoint='', feature_layer='features',
-      grid_size=64, seed=1234))
+      feature_fn='', grid_size=64, seed=1234))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains a GAN on `config.data`; writes sample grids, FID/KID/PR (if a classifier is given)."""
   run = common.prepare(config, default_config(), workdir, with_eval=False)
+  gen_eval.check_feature_fn(config.eval)  # a bad import fails now, not after training
   mesh, train_src, image_shape = run.mesh, run.train_source, run.image_shape
   zdim = gan_parts.latent_dim(config.generator, 'config.generator')
   g_name, g_kwargs = config_utils.model_kwargs(config.generator, 'config.generator')
@@ -139,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                              g_ema, z0)},
         'discriminator': {'model': config_utils.to_dict(config.discriminator),
                           'params': int(gen_eval.cost.param_count(d_vars['params']))}}
-    if config.eval.classifier_checkpoint:
+    if gen_eval.has_feature_extractor(config.eval):
       out['quality'] = generator_quality(
           lambda z, y: sample(g_ema, z, y), config, train_src, image_shape, zdim,
           num_classes if config.conditional else 0)
@@ -166,8 +167,7 @@ def generator_quality(sample_fn: Any, config: ml_collections.ConfigDict, source:
 
   `num_classes` > 0 samples class labels uniformly for a conditional generator.
   """
-  feat_fn, name = gen_eval.load_feature_net(config.eval.classifier_checkpoint,
-                                            config.eval.feature_layer, image_shape)
+  feat_fn, name = gen_eval.feature_extractor(config.eval, image_shape)
   n, bs = int(config.eval.num_samples), int(config.eval.batch_size)
   key = jax.random.key(config.eval.seed + 1)
   z = np.asarray(gan_parts.sample_latents(key, n, zdim))

@@ -46,6 +46,44 @@ def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int],
   return fn, name
 
 
+def has_feature_extractor(eval_cfg: Any) -> bool:
+  """Whether FID/KID/precision/recall can be computed: a classifier run or a user function is set."""
+  return bool(eval_cfg.get('feature_fn') or eval_cfg.get('classifier_checkpoint'))
+
+
+def feature_extractor(eval_cfg: Any, image_shape: Sequence[int]) -> tuple[FeatureFn, str]:
+  """The images→[B, D] function of the feature-space metrics, and the name the reports give it.
+
+  `config.eval.feature_fn = 'package.module:function'` (e.g. an Inception-v3 pool3 function of your
+  own, since its weights cannot be fetched here) takes images [B, H, W, C] float32 in [-1, 1] and
+  returns [B, D]; it wins over `config.eval.classifier_checkpoint` (a trained classifier's features
+  at `config.eval.feature_layer`).
+  """
+  spec = eval_cfg.get('feature_fn') or ''
+  if not spec:
+    return load_feature_net(eval_cfg.classifier_checkpoint, eval_cfg.feature_layer, image_shape)
+  return check_feature_fn(eval_cfg), f'user feature_fn {spec}'
+
+
+def check_feature_fn(eval_cfg: Any) -> FeatureFn | None:
+  """Imports `config.eval.feature_fn` ('package.module:function'); None when it is not set."""
+  spec = eval_cfg.get('feature_fn') or ''
+  if not spec:
+    return None
+  import importlib  # pylint: disable=import-outside-toplevel
+  module_name, _, attr = spec.partition(':')
+  try:
+    fn = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError, ValueError) as e:
+    raise errors.ConfigError(
+        f'config.eval.feature_fn={spec!r} cannot be imported ({type(e).__name__}: {e}); give '
+        "'package.module:function' for a function images [B,H,W,C] in [-1,1] -> features [B,D], "
+        'importable from the working directory.') from None
+  if not callable(fn):
+    raise errors.ConfigError(f'config.eval.feature_fn={spec!r} is not callable; name a function.')
+  return fn
+
+
 def batched(fn: Callable[..., Array], n: int, batch: int, *args_fn: Callable[[int, int], Any]
             ) -> np.ndarray:
   """Calls `fn(*[a(start, size) for a in args_fn])` over chunks and concatenates on host."""

@@ -81,6 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Distils `config.teacher` (a GAN run) into the generator `config.model`."""
   run = common.prepare(config, default_config(), workdir, with_eval=False)
+  gen_eval.check_feature_fn(config.eval)  # a bad import fails now, not after training
   mesh, train_src, image_shape = run.mesh, run.train_source, run.image_shape
   if config.mode not in ('data_free', 'data'):
     raise errors.ConfigError(f"config.mode={config.mode!r}; use 'data_free' or 'data'.")
@@ -280,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         'extras_params': int(gen_eval.cost.param_count(state.student.params['extras']))}
     out['params_ratio'] = out['student']['params'] / out['teacher']['params']
     out['flops_ratio'] = out['student']['flops_per_example'] / out['teacher']['flops_per_example']
-    if config.eval.classifier_checkpoint:
+    if gen_eval.has_feature_extractor(config.eval):
       out['quality_student'] = gan.generator_quality(
           lambda zz, yy: gen_s(s_vars, zz, yy, key), config, train_src, image_shape, zdim,
           num_classes)
