@@ -36,7 +36,7 @@ CE = losses.ce(OUT['student_logits'], OUT['labels'])
 def test_registry_lists_all_builtins_with_standard_roles():
   expected = {'kd', 'ce', 'hard_ce', 'reverse_kl', 'js', 'logit_mse', 'dkd', 'dist', 'fitnet', 'at',
               'sp', 'rkd', 'pkt', 'nst', 'cc', 'vid', 'l1', 'l2', 'lpips', 'feature_mse', 'gan_ns_g',
-              'gan_ns_d', 'tempered_sigmoid_kl', 'relation_kl'}
+              'gan_ns_d', 'tempered_sigmoid_kl', 'relation_kl', 'crd'}
   assert set(losses.names()) == expected
   for name in expected:
     loss_def = losses.get(name)
@@ -44,6 +44,7 @@ def test_registry_lists_all_builtins_with_standard_roles():
   assert losses.get('dkd').roles == ('student_logits', 'teacher_logits', 'labels')
   assert losses.get('vid').roles == ('student_features', 'teacher_features', 'log_variance')
   assert losses.get('gan_ns_d').roles == ('real_logits', 'fake_logits')
+  assert losses.get('crd').roles == ('crd_student_scores', 'crd_teacher_scores', 'crd_num_data')
   assert losses.get('kd').hyperparameters == {'temperature': 4.0}
   assert losses.get('dkd').hyperparameters == {'alpha': 1.0, 'beta': 8.0, 'temperature': 4.0}
 

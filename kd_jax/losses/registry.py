@@ -25,6 +25,8 @@ STANDARD_ROLES: tuple[str, ...] = (
     'teacher_fake_logits',  # D logits on teacher samples
     'real_logits',          # D logits on real data
     'log_variance',         # VID's per-channel raw variance parameter
+    # CRD: the memory bank's normalised scores [B, K+1] for each anchor side, and the bank size.
+    'crd_student_scores', 'crd_teacher_scores', 'crd_num_data',
 )
 
 
