@@ -254,32 +254,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return step
 
   @jax.jit
-  def eval_step(state: TrainState, t_vars: tuple[PyTree, ...], batch: Batch) -> dict[str, Array]:
+  def teacher_eval_step(t_vars: tuple[PyTree, ...], batch: Batch) -> tuple[Array, dict[str, Array]]:
+    """The teachers' mean logits and correct counts on one eval batch (constant over training)."""
+    images = augment.normalize(batch['image'])
+    all_logits, out = [], {}
+    for i, (t, v) in enumerate(zip(teachers, t_vars)):
+      t_logits = t.module.apply(v, images, train=False)
+      all_logits.append(t_logits)
+      out[f'teacher{i}_correct'] = jnp.sum(
+          cls_metrics.top1_correct(t_logits, batch['label']) * batch['mask'])
+    return jnp.mean(jnp.stack(all_logits), axis=0), out
+
+  @jax.jit
+  def eval_step(state: TrainState, t_logits: Array | None, batch: Batch) -> dict[str, Array]:
     images = augment.normalize(batch['image'])
     mask = batch['mask']
     logits = student.apply({'params': state.params['student'], **state.model_state}, images,
                            train=False)
     out = {'student_correct': jnp.sum(cls_metrics.top1_correct(logits, batch['label']) * mask),
            'count': jnp.sum(mask)}
-    all_logits = []
-    for i, (t, v) in enumerate(zip(teachers, t_vars)):
-      t_logits = t.module.apply(v, images, train=False)
-      all_logits.append(t_logits)
-      out[f'teacher{i}_correct'] = jnp.sum(cls_metrics.top1_correct(t_logits, batch['label']) * mask)
-    if teachers:
-      mean_logits = jnp.mean(jnp.stack(all_logits), axis=0)
-      out['agreement'] = jnp.sum(cls_metrics.agreement(logits, mean_logits) * mask)
+    if t_logits is not None:
+      out['agreement'] = jnp.sum(cls_metrics.agreement(logits, t_logits) * mask)
     return out
 
   t_vars_global = tuple(parallel.replicate(t.variables, mesh) for t in teachers)
+  # The frozen teachers' eval outputs are computed on the first evaluation only: later ones reuse
+  # them (on device), so a periodic evaluation costs one student pass over the eval split.
+  teacher_eval_cache: list[tuple[Array, dict[str, Array]]] = []
 
   def evaluate(state: TrainState, step_: int, writer: Any) -> dict[str, float]:
     del writer, step_
     sums: dict[str, Array] | None = None
-    for local in data.eval_batches(eval_src, global_batch_size=config.data.eval_batch_size,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count()):
-      out = eval_step(state, t_vars_global, parallel.to_global(local, mesh))
+    batches = data.eval_batches(eval_src, global_batch_size=config.data.eval_batch_size,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
+    for i, local in enumerate(batches):
+      batch = parallel.to_global(local, mesh)
+      t_logits = None
+      if teachers:
+        if i == len(teacher_eval_cache):
+          teacher_eval_cache.append(teacher_eval_step(t_vars_global, batch))
+        t_logits, t_counts = teacher_eval_cache[i]
+      out = eval_step(state, t_logits, batch)
+      if teachers:
+        out = {**out, **t_counts}
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     host = parallel.fetch(sums)
     n = float(host['count'])
