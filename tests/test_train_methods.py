@@ -35,8 +35,24 @@ def _flat(tree):
 
 
 @pytest.mark.parametrize('method', METHODS + ['fitnet_stages'])
-def test_every_method_trains_and_exports_only_the_student(method, tiny_data_dir, teacher_workdir,
-                                                          tmp_path):
+def test_every_method_builds_and_traces(method, tiny_data_dir, teacher_workdir, tmp_path,
+                                        monkeypatch):
+  """Every benchmark config restores its teacher, sizes its extras and traces each stage's step
+  (the trainer traces abstractly before the loop; the loop itself is skipped here)."""
+  from kd_jax.trainers import loop
+  tasks = []
+  monkeypatch.setattr(loop, 'run', lambda task, *args: tasks.append(task) or {})
+  classification.train_and_evaluate(_config(method, tiny_data_dir, teacher_workdir), str(tmp_path))
+  assert len(tasks) == 1 and len(tasks[0].step_functions()) == (2 if method == 'fitnet_stages'
+                                                                 else 1)
+
+
+# Full tiny runs for the methods with their own code paths (the others differ only in the pure
+# loss, which the golden tests cover): labels + a weight schedule, attention maps, adapters, stages,
+# VID's regressor and variance, CRD's heads and bank.
+@pytest.mark.parametrize('method', ['dkd', 'at', 'fitnet', 'fitnet_stages', 'vid', 'crd'])
+def test_method_trains_and_exports_only_the_student(method, tiny_data_dir, teacher_workdir,
+                                                    tmp_path):
   config = _config(method, tiny_data_dir, teacher_workdir)
   summary = classification.train_and_evaluate(config, str(tmp_path))
   assert 0.0 <= summary['eval']['eval/student_top1'] <= 1.0
