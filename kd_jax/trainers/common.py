@@ -65,16 +65,14 @@ def student_losses_teacher(config: ml_collections.ConfigDict, *, role: str,
   A loss mix that reads teacher outputs without `config.teacher.checkpoint` is a config error.
   """
   from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
-  from kd_jax import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
   name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
   student = models.get(name, **kwargs)
   composite = losses.compose(config.losses)
   plan = FeaturePlan.from_keys(composite.required_keys)
   teacher = None
   if config.teacher.checkpoint:
-    teacher = teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model,
-                                          role=role, init_args=(example,),
-                                          init_kwargs={'train': False})
+    teacher = _restore(config.teacher.checkpoint, config.teacher.model, role, example,
+                       'config.teacher')
   elif any(k.startswith(('teacher', ADAPTED)) for k in composite.required_keys):
     raise errors.ConfigError(
         f'config.losses reads teacher outputs ({sorted(composite.required_keys)}) but '
@@ -88,26 +86,28 @@ def restore_teachers(config: ml_collections.ConfigDict, *, role: str, example: A
   `config.teachers` is a list of `{'checkpoint': <workdir>, 'model': {...} (optional)}`; setting both
   it and `config.teacher.checkpoint` is a config error (which one would `teacher_logits` mean?).
   """
-  from kd_jax import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
   many = list(config.get('teachers') or [])
   if many and config.teacher.checkpoint:
     raise errors.ConfigError(
         'both config.teacher.checkpoint and config.teachers are set; use config.teacher for one '
         'teacher or config.teachers for several, not both.')
   if not many:
-    if not config.teacher.checkpoint:
-      return []
-    return [teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model, role=role,
-                                        init_args=(example,), init_kwargs={'train': False})]
+    return ([_restore(config.teacher.checkpoint, config.teacher.model, role, example,
+                      'config.teacher')] if config.teacher.checkpoint else [])
   out = []
   for i, raw in enumerate(many):
-    spec = raw.to_dict() if hasattr(raw, 'to_dict') else raw
+    spec = config_utils.to_dict(raw)
     where = f'config.teachers[{i}]'
     if not isinstance(spec, dict) or not spec.get('checkpoint') or set(spec) - {'checkpoint', 'model'}:
       raise errors.ConfigError(
           f"{where}={raw!r} must be {{'checkpoint': <a trained teacher's --workdir>, 'model': {{...}} "
           '(optional)}.')
-    out.append(teacher_lib.restore_teacher(spec['checkpoint'], spec.get('model') or {}, role=role,
-                                           init_args=(example,), init_kwargs={'train': False},
-                                           field=where))
+    out.append(_restore(spec['checkpoint'], spec.get('model') or {}, role, example, where))
   return out
+
+
+def _restore(checkpoint: str, model_cfg: Any, role: str, example: Array, field: str) -> Any:
+  """One frozen teacher of `role`, its shapes taken from `example` in inference mode."""
+  from kd_jax import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
+  return teacher_lib.restore_teacher(checkpoint, model_cfg, role=role, init_args=(example,),
+                                     init_kwargs={'train': False}, field=field)

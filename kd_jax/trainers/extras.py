@@ -17,7 +17,8 @@ from typing import Mapping
 import flax.linen as nn
 
 from kd_jax.losses import contrast, feature
-from kd_jax.trainers.feature_plan import ADAPTED, VID_LOG_VARIANCE, VID_MEAN, Adapters
+from kd_jax.trainers.feature_plan import (ADAPTED, VID_LOG_VARIANCE, VID_MEAN, Adapters,
+                                         module_name)
 from kd_jax.types import Array
 
 CRD_STUDENT_EMBED = 'crd_student_embed'
@@ -35,10 +36,6 @@ class VIDRegressor(nn.Module):
     x = nn.relu(nn.Conv(self.mid, (1, 1), use_bias=False, name='conv0')(x))
     x = nn.relu(nn.Conv(self.mid, (1, 1), use_bias=False, name='conv1')(x))
     return nn.Conv(self.out, (1, 1), use_bias=False, name='conv2')(x)
-
-
-def _name(key: str) -> str:
-  return key.replace('/', '.').replace(':', '-')
 
 
 class ClassifierExtras(nn.Module):
@@ -65,10 +62,10 @@ class ClassifierExtras(nn.Module):
           {k: student_feats[k.partition(':')[0]] for k in self.adapters})
       out.update({ADAPTED + k: v for k, v in mapped.items()})
     for key, channels in self.vid.items():
-      out[VID_MEAN + key] = VIDRegressor(channels, channels, name=f'vid_{_name(key)}')(
+      out[VID_MEAN + key] = VIDRegressor(channels, channels, name=f'vid_{module_name(key)}')(
           student_feats[key.partition(':')[0]])
       out[VID_LOG_VARIANCE + key] = self.param(
-          f'vid_log_variance_{_name(key)}', lambda _, c=channels: feature.vid_log_variance_init(c))
+          f'vid_log_variance_{module_name(key)}', lambda _, c=channels: feature.vid_log_variance_init(c))
     if self.crd_features:
       out[CRD_STUDENT_EMBED] = contrast.Embed(self.crd_features, name='crd_embed_student')(
           student_feats[self.crd_student])

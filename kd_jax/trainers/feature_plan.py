@@ -101,11 +101,16 @@ def check_adaptable(plan: FeaturePlan, s_shapes: Mapping[str, tuple[int, ...]],
   return out
 
 
+def module_name(key: str) -> str:
+  """A Flax submodule name for a '<student path>:<teacher path>' key ('/' and ':' are not allowed)."""
+  return key.replace('/', '.').replace(':', '-')
+
+
 class Adapters(nn.Module):
   """1×1 convs from student features to the teacher's channel count, one per adapted pair."""
   out_channels: Mapping[str, int]
 
   @nn.compact
   def __call__(self, feats: Mapping[str, Array]) -> dict[str, Array]:
-    return {k: nn.Conv(self.out_channels[k], (1, 1), name=k.replace('/', '.').replace(':', '-'))(v)
+    return {k: nn.Conv(self.out_channels[k], (1, 1), name=module_name(k))(v)
             for k, v in feats.items()}

@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 import optax
 
-from kd_jax import errors, losses, optim
+from kd_jax import config_utils, errors, losses, optim
 from kd_jax.losses.compose import Composite
 
 _STAGE_KEYS = ('steps', 'losses', 'optimizer')
@@ -29,11 +29,10 @@ class Stage:
 
 
 def _as_dict(raw: Any, where: str) -> dict[str, Any]:
-  if hasattr(raw, 'to_dict'):
-    return raw.to_dict()
-  if isinstance(raw, dict):
-    return dict(raw)
-  raise errors.ConfigError(f"{where}={raw!r} must be a mapping with keys {', '.join(_STAGE_KEYS)}.")
+  value = config_utils.to_dict(raw)
+  if not isinstance(value, dict):
+    raise errors.ConfigError(f"{where}={raw!r} must be a mapping with keys {', '.join(_STAGE_KEYS)}.")
+  return value
 
 
 def build(config: ml_collections.ConfigDict) -> list[Stage]:
