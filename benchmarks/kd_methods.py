@@ -3,9 +3,10 @@
 Each run is `launch.py --config configs/fashion_mnist/methods.py:<method> --config.seed=<s>` in
 `<root>/fm_m_<method>_s<s>` (finished runs, i.e. with a summary.json, are skipped, so the script can
 be stopped and resumed). The table reports the student's test top-1 at the last step and the best of
-the evaluations every 250 steps, mean ± sample std over the finished seeds, and the wall time of the
-method's fastest run (runs that shared the cores with other work are slower; the fastest one is the
-closest to a run alone on the machine).
+the evaluations every 250 steps, mean ± sample std over the finished seeds, and the training time
+(`summary.json` `train_seconds`: the loop with compilation, evaluations and checkpoints, without
+process start-up, ~15 s) of the method's fastest run — runs that shared the cores with other work
+are slower, the fastest one is the closest to a run alone on the machine.
 
   python benchmarks/kd_methods.py                      # all methods × seeds 0,1,2, then the table
   python benchmarks/kd_methods.py --methods kd,dkd --seeds 0 --parallel 2
@@ -62,7 +63,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def table(root: str, methods: list[str], seeds: list[int]) -> str:
-  rows = ['| method | seeds | last top-1 (%) | best top-1 (%) | last per seed | s/run (fastest) |',
+  rows = ['| method | seeds | last top-1 (%) | best top-1 (%) | last per seed | train s/run (fastest) |',
           '|---|---|---|---|---|---|']
   for m in methods:
     last, best, secs, done = [], [], [], []
