@@ -147,10 +147,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       crd_student=config.crd.student_feature, crd_teacher=config.crd.teacher_feature)
   has_extras = bool(plan.adapted or plan.vid or use_crd)
   num_records = len(train_src)
-  crd_table = None
+  num_negatives = int(config.crd.num_negatives)
   if use_crd and config.crd.negatives == 'other_class':
     # The split's labels, sorted by class once on the host; a constant of the jitted step.
     crd_table = contrast.class_table(_all_labels(train_src))
+    sample_negatives = lambda key, index: contrast.sample_other_class_indices(
+        key, index, crd_table, num_negatives)
+  else:
+    sample_negatives = lambda key, index: contrast.sample_indices(
+        key, index, num_negatives, num_records)
 
   tx = stages_lib.make_tx(stage_list)
 
@@ -222,13 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if use_crd:
           emb_s = outputs.pop(extras_lib.CRD_STUDENT_EMBED)
           emb_t = outputs.pop(extras_lib.CRD_TEACHER_EMBED)
-          key = step_key(rng, state.step, 'contrast')
-          if crd_table is None:
-            idx = contrast.sample_indices(key, batch['index'], int(config.crd.num_negatives),
-                                          num_records)
-          else:
-            idx = contrast.sample_other_class_indices(key, batch['index'], crd_table,
-                                                      int(config.crd.num_negatives))
+          idx = sample_negatives(step_key(rng, state.step, 'contrast'), batch['index'])
           s_scores, t_scores, memory = contrast.contrast_scores(
               state.extras_state['crd'], emb_s, emb_t, idx,
               temperature=float(config.crd.temperature))
@@ -290,14 +289,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                 process_count=jax.process_count())
     for i, local in enumerate(batches):
       batch = parallel.to_global(local, mesh)
-      t_logits = None
-      if teachers:
-        if i == len(teacher_eval_cache):
-          teacher_eval_cache.append(teacher_eval_step(t_vars_global, batch))
-        t_logits, t_counts = teacher_eval_cache[i]
-      out = eval_step(state, t_logits, batch)
-      if teachers:
-        out = {**out, **t_counts}
+      if teachers and i == len(teacher_eval_cache):
+        teacher_eval_cache.append(teacher_eval_step(t_vars_global, batch))
+      t_logits, t_counts = teacher_eval_cache[i] if teachers else (None, {})
+      out = {**eval_step(state, t_logits, batch), **t_counts}
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     host = parallel.fetch(sums)
     n = float(host['count'])
