@@ -1,12 +1,21 @@
-"""Config checks: every field a user sets must be one the trainer knows."""
+"""The config boundary: field checks, and naming the config field in errors raised below it.
+
+Trainers read the config here, once; `models`, `losses`, `data`, `metrics` and `parallel` take plain
+values and word their errors by argument. `field_context` puts the config field in front:
+
+    with config_utils.field_context('config.data.batch_size'):
+      parallel.check_global_batch(config.data.batch_size, mesh)
+"""
 from __future__ import annotations
 
+import contextlib
 import difflib
-from typing import Any
+from typing import Any, Iterator
 
+import flax.linen as nn
 import ml_collections
 
-from kd_jax import errors
+from kd_jax import errors, models
 
 # Fields whose contents are free-form (validated by the component that consumes them).
 FREE_FORM = frozenset({'model', 'losses', 'kwargs', 'stages', 'teachers', 'generator',
@@ -46,6 +55,30 @@ def model_kwargs(model_cfg: Any, field: str) -> tuple[str, dict[str, Any]]:
                              "'num_classes': 10}).")
   cfg = dict(cfg)
   return cfg.pop('name'), cfg
+
+
+@contextlib.contextmanager
+def field_context(field: str) -> Iterator[None]:
+  """Re-raises a `KDError` from inside as the same type with message `'<field>: <message>'`.
+
+  The code below the boundary names its argument and the fix; this adds which config field held the
+  value, e.g. "config.data.batch_size: global batch size 130 is not divisible by the 8 devices ...".
+  """
+  try:
+    yield
+  except errors.KDError as e:
+    raise type(e)(f'{field}: {e}') from None
+
+
+def build_model(model_cfg: Any, field: str) -> nn.Module:
+  """The module a `{'name': ..., **kwargs}` model config at `field` describes (see `models.get`).
+
+  Raises:
+    ConfigError: not a dict with a 'name', or anything `models.get` rejects, prefixed with `field`.
+  """
+  name, kwargs = model_kwargs(model_cfg, field)
+  with field_context(field):
+    return models.get(name, **kwargs)
 
 
 def set_dotted(config: Any, dotted: str, value: Any) -> None:

@@ -36,13 +36,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_global_batch(global_batch_size: int, mesh: Mesh, field: str = 'config.batch_size') -> int:
-  """Returns the per-process batch size; raises if the batch does not split over devices/processes."""
+def check_global_batch(global_batch_size: int, mesh: Mesh, field: str | None = None) -> int:
+  """Returns the per-process batch size; raises if the batch does not split over devices/processes.
+
+  `field` is only kept for old callers (it prefixes the message); name the config field with
+  `kd_jax.config_utils.field_context` instead.
+  """
   n = mesh.devices.size
   if global_batch_size % n:
-    raise errors.ConfigError(
-        f'{field}={global_batch_size} is not divisible by the {n} devices of the mesh; '
-        f'set {field} to a multiple of {n}.')
+    problem = (f'global batch size {global_batch_size} is not divisible by the {n} devices of the '
+               f'mesh; use a multiple of {n}.')
+    raise errors.ConfigError(f'{field}: {problem}' if field else problem)
   return global_batch_size // jax.process_count()
 
 

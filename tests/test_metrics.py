@@ -30,18 +30,6 @@ def test_agreement_ignores_labels_and_matches_under_jit():
   np.testing.assert_array_equal(jitted, [1, 1, 0, 0])
 
 
-def test_eval_metrics_collection_drops_padding():
-  mask1 = jnp.array([True, True, True, False])  # last row is padding
-  m1 = cls_metrics.EvalMetrics.single_from_model_output(
-      top1=cls_metrics.top1_correct(LOGITS, LABELS),
-      agreement=cls_metrics.agreement(LOGITS, TEACHER), mask=mask1)
-  m2 = cls_metrics.EvalMetrics.single_from_model_output(
-      top1=jnp.array([1.0, 1.0]), agreement=jnp.array([0.0, 0.0]), mask=jnp.array([True, True]))
-  result = m1.merge(m2).compute()
-  np.testing.assert_allclose(result['top1'], 4 / 5)  # (1+0+1) + (1+1) over 5 real examples
-  np.testing.assert_allclose(result['agreement'], 2 / 5)
-
-
 def test_param_count_counts_every_leaf():
   params = {'a': jnp.zeros((3, 4)), 'b': {'c': np.zeros(5), 'd': jnp.zeros(())}}
   assert cost.param_count(params) == 12 + 5 + 1

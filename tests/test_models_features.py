@@ -76,7 +76,7 @@ def test_bad_path_names_closest_and_fix(resnet):
   msg = str(info.value)
   assert "'stage4/block0' (closest: stage3/block0" in msg
   assert 'valid paths: stem, stem/conv' in msg and 'features, head' in msg
-  assert 'Set the layer in config.' in msg
+  assert 'Name the layer by one of these paths' in msg and 'config' not in msg
   assert "'stage2'" not in msg.split(' does not exist')[0]
 
 

@@ -14,11 +14,11 @@ def get_config(arg=None):
   c = distill_base.base_config(arg, [
       ('l1', 1.0, {}),
       {'name': 'lpips', 'weight': 1.0,
-       'inputs': {'student_features': 'frozen/student_features',
-                  'teacher_features': 'frozen/teacher_features'}},
+       'inputs': {'student_features': 'frozen_student_features',
+                  'teacher_features': 'frozen_teacher_features'}},
       {'name': 'tempered_sigmoid_kl', 'weight': 0.1, 'kwargs': {'temperature': 2.0},
-       'inputs': {'fake_logits': 'frozen/student_logits',
-                  'teacher_fake_logits': 'frozen/teacher_logits'}},
+       'inputs': {'fake_logits': 'frozen_student_logits',
+                  'teacher_fake_logits': 'frozen_teacher_logits'}},
   ])
   c.frozen_net.kind = 'teacher_discriminator'
   c.frozen_net.layers = ['block0', 'block1']

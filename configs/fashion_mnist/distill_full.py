@@ -8,8 +8,8 @@ Expected: README table (measured). Runtime on 2 CPU cores: see README. `:tiny` r
 """
 from configs.fashion_mnist import distill_base
 
-FROZEN = {'student_features': 'frozen/student_features',
-          'teacher_features': 'frozen/teacher_features'}
+FROZEN = {'student_features': 'frozen_student_features',
+          'teacher_features': 'frozen_teacher_features'}
 
 
 def get_config(arg=None):
@@ -21,11 +21,11 @@ def get_config(arg=None):
                   'teacher_features': 'teacher_features/block0'}},
       ('gan_ns_g', 0.05, {}),
       {'name': 'kd', 'weight': 0.1, 'kwargs': {'temperature': 4.0}, 'label': 'tempered_kl',
-       'inputs': {'student_logits': 'frozen/student_logits',
-                  'teacher_logits': 'frozen/teacher_logits'}},
+       'inputs': {'student_logits': 'frozen_student_logits',
+                  'teacher_logits': 'frozen_teacher_logits'}},
       {'name': 'relation_kl', 'weight': 1.0,
-       'inputs': {'student_features': 'frozen/student_embedding',
-                  'teacher_features': 'frozen/teacher_embedding'}},
+       'inputs': {'student_features': 'frozen_student_embedding',
+                  'teacher_features': 'frozen_teacher_embedding'}},
   ])
   c.frozen_net.kind = 'classifier'
   c.frozen_net.checkpoint = 'workdirs/fm_teacher'

@@ -12,8 +12,8 @@ from configs.fashion_mnist import distill_base
 def get_config(arg=None):
   c = distill_base.base_config(arg, [
       ('l1', 1.0, {}),
-      {'name': 'lpips', 'weight': 1.0, 'inputs': {'student_features': 'frozen/student_features',
-                                                  'teacher_features': 'frozen/teacher_features'}}])
+      {'name': 'lpips', 'weight': 1.0, 'inputs': {'student_features': 'frozen_student_features',
+                                                  'teacher_features': 'frozen_teacher_features'}}])
   c.frozen_net.kind = 'classifier'
   c.frozen_net.checkpoint = 'workdirs/fm_teacher'
   c.frozen_net.layers = ['stage1', 'stage2', 'stage3']

@@ -24,15 +24,10 @@ STAGES = ('stage1', 'stage2', 'stage3')
 CE = ('ce', 1.0, {})
 
 
-def _pairs(name: str, weight: float, paths, key: str = '') -> list:
-  """One term per layer (the references sum the per-layer losses)."""
-  out = []
-  for p in paths:
-    inputs = ({'student_features': f'{key}/{p}:{p}'} if key
-              else {'student_features': f'student_features/{p}'})
-    inputs['teacher_features'] = f'teacher_features/{p}'
-    out.append({'name': name, 'weight': weight, 'label': f'{name}_{p}', 'inputs': inputs})
-  return out
+def _pairs(name: str, weight: float, paths) -> list:
+  """One term per layer (the references sum the per-layer losses); student and teacher layers share
+  their names here, so `layer` is one path."""
+  return [{'name': name, 'weight': weight, 'label': f'{name}_{p}', 'layer': p} for p in paths]
 
 
 def _logit(name: str, **kwargs) -> list:
@@ -52,17 +47,18 @@ METHODS = {
                                           'end_value': 1.0, 'transition_steps': 170},
                  'kwargs': {'alpha': 1.0, 'beta': 8.0, 'temperature': 4.0}}],
     'dist': [CE, ('dist', 1.0, {})],
-    'fitnet': [CE] + _pairs('fitnet', 100.0, ['stage2'], key='adapted'),
+    'fitnet': [CE] + _pairs('fitnet', 100.0, ['stage2']),
     'at': [CE] + _pairs('at', 1.0, STAGES),
     'sp': [CE] + _pairs('sp', 3000.0, ['stage3']),
     'rkd': [CE] + _pairs('rkd', 1.0, ['features']),
     'pkt': [CE] + _pairs('pkt', 30000.0, ['features']),
     'nst': [CE] + _pairs('nst', 50.0, STAGES),
-    'cc': [CE] + _pairs('cc', 0.02, ['features']),
-    'vid': [CE] + [{'name': 'vid', 'weight': 1.0, 'label': f'vid_{p}',
-                    'inputs': {'student_features': f'vid_mean/{p}:{p}',
-                               'teacher_features': f'teacher_features/{p}',
-                               'log_variance': f'vid_log_variance/{p}:{p}'}} for p in STAGES],
+    # CC in the paper's Taylor-RBF form is ~1e4× smaller than RepDistiller's `Correlation` on the
+    # same embeddings (kd_jax.losses.feature.cc docstring), so its weight is RepDistiller's 0.02
+    # scaled by that ratio; `cc_repdistiller` is the reference's form at the reference's weight.
+    'cc': [CE] + _pairs('cc', 300.0, ['features']),
+    'cc_repdistiller': [CE] + _pairs('cc_repdistiller', 0.02, ['features']),
+    'vid': [CE] + _pairs('vid', 1.0, STAGES),
     'crd': [CE, ('crd', 0.8, {})],
 }
 BENCHMARK_STEPS = 1000
@@ -86,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.teacher.model = common.teacher_model(mode)
   if method == 'fitnet_stages':
     hint = HINT_STEPS if mode == 'full' else max(1, c.total_steps // 3)
-    c.stages = [{'steps': hint, 'losses': _pairs('fitnet', 1.0, ['stage2'], key='adapted')},
+    c.stages = [{'steps': hint, 'losses': _pairs('fitnet', 1.0, ['stage2'])},
                 {'steps': c.total_steps - hint, 'losses': METHODS['kd']}]
   else:
     c.losses = METHODS[method]

@@ -1,7 +1,7 @@
 """Input data: TFDS sources (with an offline Fashion-MNIST builder) and grain pipelines.
 
-    source = get_source('fashion_mnist', 'train', data_dir=config.data.data_dir)
-    batches = train_iterator(source, global_batch_size=128, seed=config.seed,
+    source = get_source('fashion_mnist', 'train', data_dir=None)  # None: TFDS's default dir
+    batches = train_iterator(source, global_batch_size=128, seed=0,
                              process_index=jax.process_index(), process_count=jax.process_count())
 
 Batches are dicts of uint8 images / int32 labels in numpy; `augment` holds the on-device preprocessing.

@@ -104,7 +104,7 @@ def train_iterator(source: grain.sources.RandomAccessDataSource, *, global_batch
   Args:
     source: random-access source of dict records (see `sources.get_source`).
     global_batch_size: G, examples per step summed over all processes.
-    seed: shuffle seed (e.g. config.seed).
+    seed: shuffle seed.
     process_index: this process, in [0, process_count) (`jax.process_index()`).
     process_count: number of processes (`jax.process_count()`); must divide G.
     keys: record fields to keep; `'index'` adds each record's position in the split (int32).
@@ -185,8 +185,8 @@ def _gather(source: Any, indices: np.ndarray, keys: tuple[str, ...]) -> Record:
 def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
   if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0:
     raise errors.ConfigError(
-        f'global_batch_size must be a positive integer, got {global_batch_size!r}; fix the batch '
-        'size in the config.')
+        f'global_batch_size must be a positive integer, got {global_batch_size!r}; pass a positive '
+        'batch size.')
   if not 0 <= process_index < process_count:
     raise errors.ConfigError(
         f'process_index {process_index} is not in [0, process_count={process_count}); pass '
@@ -194,13 +194,13 @@ def _local_batch_size(global_batch_size: int, process_index: int, process_count:
   if global_batch_size % process_count:
     raise errors.ConfigError(
         f'global_batch_size {global_batch_size} is not divisible by the {process_count} processes; '
-        f'set the batch size in the config to a multiple of {process_count}.')
+        f'use a global batch size that is a multiple of {process_count}.')
   return global_batch_size // process_count
 
 
 def _check_keys(source: grain.sources.RandomAccessDataSource, keys: Sequence[str]) -> None:
   if len(source) == 0:
-    raise errors.ConfigError('the dataset split is empty; choose a non-empty split in the config.')
+    raise errors.ConfigError('the dataset split is empty (0 records); choose a non-empty split.')
   record = source[0]
   missing = [k for k in keys if k not in record and k != INDEX]
   if missing:

@@ -74,9 +74,9 @@ def get_source(name: str, split: str, *, data_dir: str | None = None,
   """Returns a random-access source of one split of a TFDS dataset, preparing it if needed.
 
   Args:
-    name: TFDS dataset name (config.data.name), e.g. 'fashion_mnist', 'mnist', 'cifar10'.
+    name: TFDS dataset name, e.g. 'fashion_mnist', 'mnist', 'cifar10'.
     split: TFDS split, e.g. 'train', 'test', 'train[:90%]'.
-    data_dir: TFDS data dir (config.data.data_dir); None means TFDS's default.
+    data_dir: TFDS data dir; None means TFDS's default.
     cache_in_memory: decode the whole split once into RAM (`InMemorySource`). None: only if the
       decoded split is at most `CACHE_LIMIT_BYTES`.
 
@@ -94,7 +94,7 @@ def get_source(name: str, split: str, *, data_dir: str | None = None,
     raise errors.DatasetUnavailableError(
         f"dataset '{name}' in {builder.data_dir} was prepared as {builder.info.file_format.value}, "
         'which has no random access; delete that directory (kd_jax prepares it again as '
-        'array_record) or set config.data.data_dir to another directory.') from e
+        'array_record) or pass another data_dir.') from e
   except ValueError as e:
     if 'split' not in str(e).lower():
       raise
@@ -125,7 +125,7 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
   shape = tuple(getattr(image, 'shape', ()) or ())
   if len(shape) != 3 or None in shape or not hasattr(label, 'num_classes'):
     raise errors.ConfigError(
-        f"dataset '{name}' in config.data.name is not an image-classification dataset with "
+        f"dataset '{name}' is not an image-classification dataset with "
         f"fixed-size 'image' and class 'label' features (it has {sorted(features.keys())}); "
         "use e.g. 'fashion_mnist', 'mnist' or 'cifar10'.")
   sizes = {s: info.splits[s].num_examples if s in info.splits else 0 for s in ('train', 'test')}
@@ -137,7 +137,7 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError:
     raise errors.ConfigError(
-        f"unknown dataset '{name}' in config.data.name; use a TFDS dataset name such as "
+        f"unknown dataset '{name}'; use a TFDS dataset name such as "
         "'fashion_mnist', 'mnist' or 'cifar10'.") from None
 
 
@@ -166,8 +166,8 @@ def _build(builder: tfds.core.DatasetBuilder, name: str, data_dir: str | None, r
     how_to = f'No IDX files in {idx_dir}: {fashion_mnist.HOW_TO_GET}.'
   else:
     how_to = (f"Prepare it where internet works (tfds.builder('{name}').download_and_prepare("
-              "file_format='array_record')), copy that TFDS data dir here and set "
-              'config.data.data_dir to it.')
+              "file_format='array_record')), copy that TFDS data dir here and pass it "
+              'as data_dir.')
   logging.warning("Dataset '%s' is not prepared in %s; trying the TFDS download (without network "
                   'this fails after a few minutes of retries).', name, root)
   try:

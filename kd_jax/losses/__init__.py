@@ -14,7 +14,7 @@ All losses compute in float32 even for bfloat16 inputs.
 from kd_jax.losses import contrast
 from kd_jax.losses.compose import Composite, Term, compose
 from kd_jax.losses.contrast import crd
-from kd_jax.losses.feature import at, cc, fitnet, nst, pkt, rkd, sp, vid, vid_log_variance_init
+from kd_jax.losses.feature import at, cc, cc_repdistiller, fitnet, nst, pkt, rkd, sp, vid, vid_log_variance_init
 from kd_jax.losses.generative import (feature_mse, gan_ns_d, gan_ns_g, l1, l2, lpips, relation_kl,
                                       tempered_sigmoid_kl)
 from kd_jax.losses.logit import ce, dist, dkd, hard_ce, js, kd, logit_mse, reverse_kl
@@ -23,7 +23,7 @@ from kd_jax.losses.registry import STANDARD_ROLES, LossDef, get, names, register
 __all__ = [
     'Composite', 'LossDef', 'STANDARD_ROLES', 'Term', 'compose', 'get', 'names', 'register',
     'contrast',
-    'at', 'cc', 'ce', 'crd', 'dist', 'dkd', 'feature_mse', 'fitnet', 'gan_ns_d', 'gan_ns_g', 'hard_ce',
+    'at', 'cc', 'cc_repdistiller', 'ce', 'crd', 'dist', 'dkd', 'feature_mse', 'fitnet', 'gan_ns_d', 'gan_ns_g', 'hard_ce',
     'js', 'kd', 'l1', 'l2', 'logit_mse', 'lpips', 'nst', 'pkt', 'relation_kl', 'reverse_kl', 'rkd', 'sp',
     'tempered_sigmoid_kl', 'vid', 'vid_log_variance_init',
 ]

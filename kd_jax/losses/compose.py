@@ -10,8 +10,10 @@ masked mean over rows with mask[b] True), w_i(step) is a constant or an optax sc
 Each term is logged twice: `label` = w_i(step) · mean_b ℓ_i and `label/raw` = mean_b ℓ_i.
 
 A term is `(name, weight)`, `(name, weight, kwargs)` or a mapping with keys `name`, `weight` and
-optional `kwargs`, `label` (default: name; repeats become name_1, name_2, ...) and `inputs`
-(role -> outputs-dict key, default role -> role). A weight is a float, a callable step -> value, or a
+optional `kwargs`, `label` (default: name; repeats become name_1, name_2, ...), `layer` (the module
+path feature roles read: 'stage2', or 'stage1:stage2' for student:teacher) and `inputs` (role ->
+outputs-dict key; default `kd_jax.keys.for_role(role, layer)`, i.e. the role itself for logits,
+labels and images). A weight is a float, a callable step -> value, or a
 mapping `{'schedule': '<optax schedule function>', **its_arguments}`.
 
 Padding caveat: the mask only drops rows from the mean. Batch-relational losses (sp, rkd, pkt, cc,
@@ -28,13 +30,13 @@ from typing import Any, Callable, Iterable, Mapping
 import jax.numpy as jnp
 import optax
 
-from kd_jax import errors
+from kd_jax import errors, keys
 from kd_jax.losses import registry
 from kd_jax.types import Array
 
 Weight = float | Callable[[Any], Any]
 
-_TERM_KEYS = ('name', 'weight', 'kwargs', 'label', 'inputs')
+_TERM_KEYS = ('name', 'weight', 'kwargs', 'label', 'layer', 'inputs')
 _SCHEDULES = tuple(
     n for n in dir(optax.schedules)
     if (n.endswith('_schedule') or n.endswith('_schedules') or n == 'exponential_decay')
@@ -200,12 +202,15 @@ def _unique_label(label: str, taken: set[str]) -> str:
   return f'{label}_{i}'
 
 
-def compose(terms: Iterable[Any], *, field: str = 'config.losses') -> Composite:
+def compose(terms: Iterable[Any], *, field: str = 'config.losses',
+            run_values: Mapping[str, Any] | None = None) -> Composite:
   """Builds a `Composite` from config terms (see the module docstring for the accepted forms).
 
   Args:
     terms: sequence of `(name, weight[, kwargs])` tuples and/or term mappings / ConfigDicts.
     field: the config field the terms come from, used in error messages.
+    run_values: hyperparameters only the run knows (e.g. CRD's `num_data`, the training-set size);
+      a loss that takes one of them gets it unless the term sets it.
 
   Raises:
     ConfigError: empty list, unknown loss name, unknown kwarg, bad weight or schedule, unknown role in
@@ -230,6 +235,7 @@ def compose(terms: Iterable[Any], *, field: str = 'config.losses') -> Composite:
     if kwargs is None:
       raise errors.ConfigError(f"{where}.kwargs={spec['kwargs']!r} must be a mapping of hyperparameters.")
     valid = loss.hyperparameters
+    kwargs = {**{k: v for k, v in (run_values or {}).items() if k in valid}, **kwargs}
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
       raise errors.ConfigError(
@@ -254,11 +260,16 @@ def compose(terms: Iterable[Any], *, field: str = 'config.losses') -> Composite:
     for role, key in mapping.items():
       if not isinstance(key, str):
         raise errors.ConfigError(f"{where}.inputs['{role}']={key!r} must be an outputs-dict key (a string).")
+    layer = spec.get('layer')
+    try:
+      inputs = tuple((role, mapping.get(role) or keys.for_role(role, layer)) for role in loss.roles)
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f"{where} ('{label}', loss '{name}'): {e}") from None
 
     built.append(Term(
         label=label, name=name, loss=loss, weight=_build_weight(spec['weight'], where),
         kwargs=types.MappingProxyType(kwargs),
-        inputs=tuple((role, mapping.get(role, role)) for role in loss.roles), where=where))
+        inputs=inputs, where=where))
   if not built:
     raise errors.ConfigError(f"{field} is empty; add at least one loss term, e.g. [('ce', 1.0)].")
   return Composite(terms=tuple(built))

@@ -35,22 +35,24 @@ Memory = dict[str, Array]
 _EPS = 1e-7  # The reference's module-level `eps` in crd/criterion.py.
 
 
-def check_num_negatives(num_negatives: int, num_data: int,
-                        field: str = 'config.crd.num_negatives') -> None:
+def check_num_negatives(num_negatives: int, num_data: int, field: str | None = None) -> None:
   """Raises ConfigError unless 1 <= num_negatives < num_data (call it once, when building the run).
 
   Negatives are rows of a memory that holds one row per training example, so a bank of K >= N
   negatives per anchor cannot be drawn from the other examples without most of it being repeats.
+  `field` is only kept for old callers (it prefixes the message); name the config field with
+  `kd_jax.config_utils.field_context` instead.
   """
+  problem = None
   if num_negatives < 1:
-    raise errors.ConfigError(
-        f'{field}={num_negatives}: CRD needs at least one negative per anchor; set {field} >= 1 '
-        f'(the paper uses 16384).')
-  if num_negatives >= num_data:
-    raise errors.ConfigError(
-        f'{field}={num_negatives} >= the {num_data} training examples: CRD bank larger than the '
-        f'dataset (negatives are drawn from the memory of one row per training example); set {field} '
-        f'to at most {num_data - 1}, or train on more data.')
+    problem = (f'num_negatives={num_negatives}: CRD needs at least one negative per anchor; use '
+               'num_negatives >= 1 (the paper uses 16384).')
+  elif num_negatives >= num_data:
+    problem = (f'num_negatives={num_negatives} >= the {num_data} training examples: CRD bank larger '
+               'than the dataset (negatives are drawn from the memory of one row per training '
+               f'example); use at most {num_data - 1} negatives, or train on more data.')
+  if problem:
+    raise errors.ConfigError(f'{field}: {problem}' if field else problem)
 
 
 def init_memory(rng: Array, num_data: int, feat_dim: int) -> Memory:
@@ -68,11 +70,11 @@ def init_memory(rng: Array, num_data: int, feat_dim: int) -> Memory:
   """
   if int(num_data) < 2:
     raise errors.ConfigError(
-        f'CRD memory: config.crd.num_data (the training-set size, one memory row per example) must be '
-        f'>= 2, got {num_data}; pass the size of the training split.')
+        f'CRD memory: num_data (the training-set size, one memory row per example) must be >= 2, '
+        f'got {num_data}; pass the size of the training split.')
   if int(feat_dim) < 1:
     raise errors.ConfigError(
-        f'CRD memory: config.crd.feat_dim must be >= 1, got {feat_dim}; the paper uses 128.')
+        f'CRD memory: feat_dim must be >= 1, got {feat_dim}; the paper uses 128.')
   stdv = 1.0 / math.sqrt(feat_dim / 3.0)
   k_s, k_t = jax.random.split(rng)
   shape = (int(num_data), int(feat_dim))
@@ -113,7 +115,8 @@ def class_table(labels: Any) -> dict[str, np.ndarray]:
   labels = np.asarray(labels).astype(np.int32).reshape(-1)
   if labels.size == 0 or labels.min() < 0:
     raise errors.ConfigError('CRD other-class negatives need the non-negative integer labels of the '
-                             "training split; use config.crd.negatives='uniform' for unlabelled data.")
+                             'training split; draw uniform negatives (sample_indices) for unlabelled '
+                             'data.')
   count = np.bincount(labels).astype(np.int32)
   start = (np.cumsum(count) - count).astype(np.int32)
   return {'labels': labels, 'order': np.argsort(labels, kind='stable').astype(np.int32),
@@ -155,7 +158,7 @@ def _check_contrast_inputs(memory: Memory, student_embed: Array, teacher_embed: 
       or jnp.shape(indices)[0] != b or jnp.shape(indices)[1] < 2):
     raise errors.ConfigError(
         f'CRD: expects student and teacher embeddings [B, D] with D={d} (the memory width, '
-        f'config.crd.feat_dim) and indices [B, K+1] with K >= 1; got student '
+        f'the feat_dim of init_memory) and indices [B, K+1] with K >= 1; got student '
         f'{jnp.shape(student_embed)}, teacher {jnp.shape(teacher_embed)}, indices {jnp.shape(indices)}.')
 
 
@@ -244,7 +247,7 @@ def _contrast_loss(scores: Array, noise: Array, eps: float) -> Array:
   return positive + negatives
 
 
-def crd(student_scores: Array, teacher_scores: Array, num_data: Array, *,
+def crd(student_scores: Array, teacher_scores: Array, *, num_data: int | float,
         eps: float = _EPS) -> Array:
   r"""Contrastive representation distillation loss (NCE form), per example.
 
@@ -266,11 +269,11 @@ def crd(student_scores: Array, teacher_scores: Array, num_data: Array, *,
   Args:
     student_scores: out_v1 [B, K+1], student anchor vs the teacher memory (role `crd_student_scores`).
     teacher_scores: out_v2 [B, K+1], teacher anchor vs the student memory (role `crd_teacher_scores`).
-    num_data: N, scalar or [B] (role `crd_num_data`; the trainer knows the dataset size).
+    num_data: N, the training-set size (a run value: the trainer fills it, see `compose`).
     eps: the reference's 1e-7.
 
   Example:
-    >>> x = jnp.array([[1., 1.]]); crd(x, x, 2.)   # K/N = 1/2: 2·(log(1.5) + log(3)) = 3.0082
+    >>> x = jnp.array([[1., 1.]]); crd(x, x, num_data=2)   # K/N = 1/2: 2·(log(1.5) + log(3)) = 3.0082
     Array([3.0081549], dtype=float32)
   """
   s, t = _utils.as_float(student_scores), _utils.as_float(teacher_scores)
@@ -280,10 +283,9 @@ def crd(student_scores: Array, teacher_scores: Array, num_data: Array, *,
         f'(column 0 the positive), got {s.shape} and {t.shape}; feed it the outputs of '
         f'kd_jax.losses.contrast.contrast_scores.')
   n = _utils.as_float(num_data)
-  if n.shape not in ((), (s.shape[0],)):
+  if n.shape != ():
     raise errors.ConfigError(
-        f"loss 'crd': num_data must be a scalar or a [B]={s.shape[0]} array holding the training-set "
-        f'size, got shape {n.shape}.')
+        f"loss 'crd': num_data must be a scalar (the training-set size), got shape {n.shape}.")
   noise = jnp.broadcast_to((s.shape[1] - 1) / n, (s.shape[0],))  # K · Pn
   return _contrast_loss(s, noise, eps) + _contrast_loss(t, noise, eps)
 

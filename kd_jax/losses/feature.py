@@ -1,9 +1,11 @@
-"""Feature-based distillation losses: FitNet, AT, SP, RKD, PKT, NST, CC and VID.
+"""Feature-based distillation losses: FitNet, AT, SP, RKD, PKT, NST, CC (two forms) and VID.
 
 Inputs are intermediate features that are already adapted (any learned projector is applied by the
 trainer); feature maps are channels-last [B, H, W, C]. Each function returns a per-example array [B].
-Batch-relational losses (sp, rkd, pkt, cc) return a per-row decomposition whose batch mean is exactly
-the reference batch loss; they therefore depend on which examples share the batch.
+Batch-relational losses (sp, rkd, pkt, cc, cc_repdistiller) return a per-row decomposition whose batch
+mean is exactly the reference batch loss; they therefore depend on which examples share the batch.
+at, nst and vid accept maps of different spatial size: as in the CRD repo, the larger map is
+adaptive-average-pooled to the smaller size first (`_utils.adaptive_avg_pool`).
 
 The "CRD-repo weight" quoted in each docstring is the term weight used for that method in the
 benchmark of Tian et al. 2020 (HobbitLong/RepDistiller, CIFAR-100), a good starting point for `weight`.
@@ -22,16 +24,6 @@ from kd_jax.losses import _utils
 from kd_jax.types import Array
 
 
-def _require_spatial(loss: str, student: Array, teacher: Array) -> None:
-  """Spatial maps must be [B, H, W, C] with equal B, H, W (channels may differ)."""
-  s, t = jnp.shape(student), jnp.shape(teacher)
-  if len(s) < 3 or len(s) != len(t) or s[:-1] != t[:-1]:
-    raise errors.ConfigError(
-        f"loss '{loss}': expects feature maps [B, H, W, C] with the same batch and spatial size, got "
-        f'student {s} and teacher {t}; pick layers of equal resolution or resize/pool one of them '
-        f'in the adapter.')
-
-
 def fitnet(student_features: Array, teacher_features: Array) -> Array:
   r"""FitNet hint loss: mean squared error between adapted student and teacher features, per example.
 
@@ -40,15 +32,14 @@ def fitnet(student_features: Array, teacher_features: Array) -> Array:
   Paper: A. Romero, N. Ballas, S. E. Kahou, A. Chassang, C. Gatta, Y. Bengio, 2015, "FitNets: Hints for
   Thin Deep Nets" (ICLR). The paper writes ½‖·‖²; the CRD repo's `HintLoss` uses `nn.MSELoss()` (mean
   over all elements), which is what this computes (CRD-repo weight 100). The regressor r is the
-  trainer's adapter.
+  trainer's adapter. The same computation as `generative.feature_mse` and `generative.l2` (one
+  implementation, `_utils.mean_squared_error`); the names say which role the term plays.
 
   Example:
     >>> fitnet(jnp.ones([1, 2, 2, 3]), jnp.zeros([1, 2, 2, 3]))
     Array([1.], dtype=float32)
   """
-  _utils.require_same_shape('fitnet', student_features, teacher_features)
-  diff = _utils.as_float(student_features) - _utils.as_float(teacher_features)
-  return _utils.mean_per_example(diff * diff)
+  return _utils.mean_squared_error('fitnet', student_features, teacher_features)
 
 
 def _attention_map(x: Array, p: float) -> Array:
@@ -70,15 +61,19 @@ def at(student_features: Array, teacher_features: Array, *, p: float = 2.0, beta
   adds `opt.beta * sum(at_losses)` with `--beta 1e+3` (README). **Paper and code differ**: the paper's
   Eq. 2 writes β/2; the code has no ½, and so has the CRD repo (weight 1000 on the same `at_loss`).
   This follows the code: β=1e3 is inside, so weight 1.0 reproduces both codebases. One term per
-  layer pair (the references sum the layers: compose one term per pair). Channel counts may differ;
-  spatial sizes must match. Invariant to positive scaling of either input.
+  layer pair (the references sum the layers: compose one term per pair). Channel counts may differ.
+  Spatial sizes may differ: as the CRD repo's `Attention.at_loss`, the larger map is
+  adaptive-average-pooled to the smaller one's size *before* the attention map is taken (the
+  original attention-transfer code has no pooling and needs equal sizes). The CRD repo compares
+  only H and pools to a square (t_H, t_H); we pool each spatial axis to the smaller of the two
+  sizes, which is the same for square maps. Invariant to positive scaling of either input.
 
   Example:
     >>> x = jnp.arange(8.).reshape(1, 2, 2, 2); at(x, 3. * x)
     Array([0.], dtype=float32)
   """
-  _require_spatial('at', student_features, teacher_features)
-  diff = _attention_map(student_features, p) - _attention_map(teacher_features, p)
+  s, t = _utils.pool_to_common_size('at', student_features, teacher_features)
+  diff = _attention_map(s, p) - _attention_map(t, p)
   return beta * jnp.mean(diff * diff, axis=-1)
 
 
@@ -207,16 +202,19 @@ def nst(student_features: Array, teacher_features: Array) -> Array:
   Paper: Z. Huang, N. Wang, 2017, "Like What You Like: Knowledge Distill via Neuron Selectivity
   Transfer" (arXiv:1707.01219), polynomial kernel with d=2, c=0. Follows the CRD repo's `NSTLoss`
   (full loss, including the constant teacher–teacher term). The MMD is between the neurons *of each
-  example*, so this loss is per-example, not batch-relational. Channel counts may differ; spatial
-  sizes must match. CRD-repo weight 50.
+  example*, so this loss is per-example, not batch-relational. Channel counts may differ. Spatial
+  sizes may differ: as in `NSTLoss.nst_loss`, the larger map is adaptive-average-pooled to the
+  smaller size before the channel profiles are normalised (each spatial axis to the smaller of the
+  two sizes; the reference compares H only and pools to a square, the same for square maps).
+  CRD-repo weight 50.
 
   Example:
     >>> x = jnp.arange(8.).reshape(1, 2, 2, 2); nst(x, x)
     Array([0.], dtype=float32)
   """
-  _require_spatial('nst', student_features, teacher_features)
-  s = _channel_profiles(student_features)
-  t = _channel_profiles(teacher_features)
+  s, t = _utils.pool_to_common_size('nst', student_features, teacher_features)
+  s = _channel_profiles(s)
+  t = _channel_profiles(t)
   return _mean_poly2_kernel(t, t) + _mean_poly2_kernel(s, s) - 2.0 * _mean_poly2_kernel(s, t)
 
 
@@ -239,9 +237,16 @@ def cc(student_features: Array, teacher_features: Array, *, gamma: float = 0.4,
   Paper: B. Peng, X. Jin, J. Liu, S. Zhou, Y. Wu, Y. Liu, D. Li, Z. Zhang, 2019, "Correlation
   Congruence for Knowledge Distillation" (ICCV), Eq. for the Taylor-expanded Gaussian RBF kernel. We
   follow the paper's kernel as implemented in Knowledge-Distillation-Zoo (AberHu) `CC`: features
-  L2-normalised, γ=0.4, P=2, `F.mse_loss` over the B×B matrices — so mean_b ℓ(b) equals it. (The CRD
-  repo's `Correlation` is a different simplification — products of consecutive examples' feature
-  differences — and is not what this computes.) Feature sizes may differ.
+  L2-normalised, γ=0.4, P=2, `F.mse_loss` over the B×B matrices — so mean_b ℓ(b) equals it. Feature
+  sizes may differ; invariant to positive scaling of either input.
+
+  **Paper and CRD-repo code differ**: the CRD repo's `Correlation` (weight 0.02) computes products of
+  consecutive examples' feature differences instead; that is `cc_repdistiller`. On the same
+  embeddings this kernel form is ~10^4× smaller, so 0.02 is far too small a weight for it. Measured
+  on [64, 64] standard-normal embeddings (20 seeds): `cc_repdistiller`/`cc` ≈ 2.0e4 for independent
+  student and teacher, ≈ 1.1e4 for teacher = student + 0.3·noise; weight ≈ 300 (220–410) gives `cc`
+  the magnitude that 0.02 gives `cc_repdistiller`. That ratio grows with the width D and the squared
+  scale of the embeddings, to which `cc` is invariant.
 
   Example:
     >>> x = jnp.array([[1., 0.], [1., 1.]]); jnp.round(cc(x, 3. * x), 6)
@@ -251,6 +256,48 @@ def cc(student_features: Array, teacher_features: Array, *, gamma: float = 0.4,
   diff = (_taylor_rbf_correlation(student_features, gamma, p_order)
           - _taylor_rbf_correlation(teacher_features, gamma, p_order))
   return jnp.mean(diff * diff, axis=-1)
+
+
+def cc_repdistiller(student_features: Array, teacher_features: Array) -> Array:
+  r"""Correlation congruence as the CRD repo computes it (batch-relational), per-row decomposition.
+
+  .. math:: \delta_i = |s_i - t_i|,\quad
+     L = \frac{1}{B-1} \sum_{i=0}^{B-2} \delta_i^\top \delta_{i+1},\quad
+     \ell(b) = \frac{B}{B-1}\cdot\tfrac12\big(\delta_{b-1}^\top\delta_b
+       + \delta_b^\top\delta_{b+1}\big)
+
+  (terms whose index falls outside 0..B−1 are 0), so mean_b ℓ(b) = L exactly.
+
+  Paper: Peng et al. 2019 (see `cc`). Reference: the CRD repo's `Correlation`
+  (HobbitLong/RepDistiller, distiller_zoo/CC.py, restructured by Tian et al. from code the CC authors
+  shared): `delta = |f_s − f_t|`, `loss = mean((delta[:-1] * delta[1:]).sum(1))`, applied to linear
+  embeddings (`LinearEmbed` to feat_dim 128, not normalised) of the penultimate features; CRD-repo
+  weight 0.02. **Paper and code differ**: the paper matches the batch's kernel correlation matrices
+  (that is `cc`); this code multiplies the absolute student–teacher differences of *consecutive*
+  examples. It is neither normalised nor scale-invariant and is ~10^4× larger than `cc` on the same
+  embeddings (see `cc`). Because it pairs example i with i+1, it depends on the order of the batch, not
+  only on which examples share it.
+
+  Per-example decomposition: there are B−1 consecutive pairs for B rows; each pair's product is split
+  evenly between its two examples and every row is scaled by B/(B−1), so the first and last rows carry
+  half a pair and the others two halves. With B=1 there is no pair and the loss is 0 (the
+  reference's mean over an empty set is NaN). Student and teacher must have the same shape (the
+  trainer's adapters embed both to one width); inputs are flattened to [B, D].
+
+  Example:
+    >>> s = jnp.array([[1., 0.], [1., 1.], [0., 1.]]); cc_repdistiller(s, jnp.zeros([3, 2]))
+    Array([0.75, 1.5 , 0.75], dtype=float32)
+  """
+  _utils.require_same_shape('cc_repdistiller', student_features, teacher_features)
+  delta = jnp.abs(_utils.flatten(_utils.as_float(student_features))
+                  - _utils.flatten(_utils.as_float(teacher_features)))
+  b = delta.shape[0]
+  if b < 2:
+    return jnp.zeros([b], delta.dtype)
+  pair = jnp.sum(delta[:-1] * delta[1:], axis=-1)  # [B-1]: pair i is (example i, example i+1)
+  none = jnp.zeros([1], pair.dtype)
+  halves = 0.5 * (jnp.concatenate([none, pair]) + jnp.concatenate([pair, none]))
+  return halves * (b / (b - 1))
 
 
 def vid(student_features: Array, teacher_features: Array, log_variance: Array, *,
@@ -265,9 +312,18 @@ def vid(student_features: Array, teacher_features: Array, log_variance: Array, *
   variance = log(1 + exp(v)) + eps with eps=1e-5, no ½·log 2π constant, `torch.mean` over all elements.
   CRD-repo weight 1.
 
+  Spatial sizes may differ: as `VIDLoss.forward`, the larger map is adaptive-average-pooled to the
+  smaller size (each spatial axis to the smaller of the two; the reference compares H only and pools
+  to a square, the same for square maps); the variance is per channel, so it is unaffected. **Where
+  this differs from the reference**: there the student map is pooled *before* its regressor, here μ
+  (the regressor's output, applied by the trainer) is pooled. That is the same when the teacher map is
+  the larger one (the target is pooled) and when it is the student's and the regressor is linear; with
+  the reference's ReLU regressor and a larger student map, pool the student features before the
+  adapter to reproduce it exactly.
+
   Args:
     student_features: μ, the student features after the trainer's regressor, [B, ..., C].
-    teacher_features: t, same shape.
+    teacher_features: t, the same shape, or a [B, H, W, C] map of another spatial size than μ.
     log_variance: v, the raw per-channel variance parameter [C] (role `log_variance`; it is the
       pre-softplus value, trained with the adapters). Initialise it with `vid_log_variance_init`.
 
@@ -276,14 +332,17 @@ def vid(student_features: Array, teacher_features: Array, log_variance: Array, *
     >>> vid(jnp.zeros([1, 2]), jnp.zeros([1, 2]), v, eps=0.)   # ½ log 1 = 0
     Array([0.], dtype=float32)
   """
-  _utils.require_same_shape('vid', student_features, teacher_features)
-  if jnp.shape(log_variance) != jnp.shape(student_features)[-1:]:
+  mu, target = student_features, teacher_features
+  if jnp.ndim(mu) == 4 and jnp.ndim(target) == 4 and jnp.shape(mu)[1:3] != jnp.shape(target)[1:3]:
+    mu, target = _utils.pool_to_common_size('vid', mu, target)
+  _utils.require_same_shape('vid', mu, target)
+  if jnp.shape(log_variance) != jnp.shape(target)[-1:]:
     raise errors.ConfigError(
-        f"loss 'vid': log_variance must have shape [C]={jnp.shape(student_features)[-1:]} (one per "
+        f"loss 'vid': log_variance must have shape [C]={jnp.shape(target)[-1:]} (one per "
         f'feature channel), got {jnp.shape(log_variance)}; create it with '
         f'kd_jax.losses.vid_log_variance_init(num_channels).')
   var = jax.nn.softplus(_utils.as_float(log_variance)) + eps
-  diff = _utils.as_float(student_features) - _utils.as_float(teacher_features)
+  diff = _utils.as_float(mu) - _utils.as_float(target)
   return _utils.mean_per_example(0.5 * (diff * diff / var + jnp.log(var)))
 
 

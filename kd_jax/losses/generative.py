@@ -45,15 +45,14 @@ def l2(student_images: Array, teacher_images: Array) -> Array:
   .. math:: \ell(b) = \frac{1}{D} \sum_i (G_s(z_b)_i - G_t(z_b)_i)^2
 
   Pixel-level generator distillation (Aguinaldo et al. 2019, "Compressing GANs using Knowledge
-  Distillation"). Any shape [B, ...].
+  Distillation"). Any shape [B, ...]. The same computation as `feature_mse` and `feature.fitnet` (one
+  implementation, `_utils.mean_squared_error`), named for its role: a loss on output images.
 
   Example:
     >>> l2(2. * jnp.ones([1, 4]), jnp.zeros([1, 4]))
     Array([4.], dtype=float32)
   """
-  _utils.require_same_shape('l2', student_images, teacher_images)
-  diff = _utils.as_float(student_images) - _utils.as_float(teacher_images)
-  return _utils.mean_per_example(diff * diff)
+  return _utils.mean_squared_error('l2', student_images, teacher_images)
 
 
 def _as_layers(loss: str, features: Array | Sequence[Array]) -> list[Array]:
@@ -112,16 +111,15 @@ def feature_mse(student_features: Array, teacher_features: Array) -> Array:
 
   The intermediate-feature term of generator distillation (e.g. Li et al. 2020, "GAN Compression";
   Chen et al. 2020, "Distilling Portable Generative Adversarial Networks for Image Translation"): the
-  same quantity as `fitnet`, registered separately so generator configs read naturally. r is the
-  trainer's adapter (often a 1×1 conv).
+  same computation as `feature.fitnet` and `l2` (one implementation, `_utils.mean_squared_error`),
+  registered under its own name so generator configs read naturally and shape errors name it. r is
+  the trainer's adapter (often a 1×1 conv).
 
   Example:
     >>> feature_mse(jnp.ones([1, 2, 2, 3]), jnp.zeros([1, 2, 2, 3]))
     Array([1.], dtype=float32)
   """
-  _utils.require_same_shape('feature_mse', student_features, teacher_features)
-  diff = _utils.as_float(student_features) - _utils.as_float(teacher_features)
-  return _utils.mean_per_example(diff * diff)
+  return _utils.mean_squared_error('feature_mse', student_features, teacher_features)
 
 
 def _per_example_logits(x: Array) -> Array:

@@ -3,9 +3,9 @@
 They return one value per example so padded eval batches can be masked before the single reduction,
 and so sums over batches and devices stay exact (divide by the true count once, at the end).
 """
-import flax
+from __future__ import annotations
+
 import jax.numpy as jnp
-from clu import metrics as clu_metrics
 
 from kd_jax.types import Array
 
@@ -43,16 +43,3 @@ def agreement(student_logits: Array, teacher_logits: Array, mask: Array | None =
   same = (jnp.argmax(student_logits, axis=-1) == jnp.argmax(teacher_logits, axis=-1))
   return _apply_mask(same.astype(jnp.float32), mask)
 
-
-# No `from __future__ import annotations` here: clu reads the field annotations as classes.
-@flax.struct.dataclass
-class EvalMetrics(clu_metrics.Collection):
-  """Masked running means of per-example `top1` and `agreement`, for clu-style eval accumulation.
-
-  `EvalMetrics.single_from_model_output(top1=..., agreement=..., mask=...)` per batch, `.merge()`
-  across batches, `.compute()` at the end. The mask ([B] bool) drops padded examples from both
-  the sum and the count. Use `agreement=jnp.zeros_like(top1)` when there is no teacher.
-  """
-
-  top1: clu_metrics.Average.from_output('top1')
-  agreement: clu_metrics.Average.from_output('agreement')

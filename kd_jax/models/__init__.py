@@ -1,10 +1,10 @@
 """Flax Linen models: classifiers, GAN generators/discriminators, autoencoders, feature access.
 
-Build by config name with `get(name, **kwargs)`; `names()` lists them and `kind(name)` gives the
-family. `features.apply_with_features` reads any submodule's output by path. `PRESETS` holds
-teacher/student sizes with a ≥ 8× cost gap.
+Build by name with `get(name, **kwargs)`; `names()` lists them and `kind(name)` gives the family.
+Your own `flax.linen.Module` joins with `register(name, cls, kind)`, or by import path:
+`get('my_project.models:TinyNet', ...)`. `features.apply_with_features` reads any submodule's output
+by path.
 """
-from kd_jax.models.presets import PRESETS, preset
-from kd_jax.models.registry import KINDS, get, kind, names, valid_kwargs
+from kd_jax.models.registry import KINDS, get, kind, names, register, valid_kwargs
 
-__all__ = ['KINDS', 'PRESETS', 'get', 'kind', 'names', 'preset', 'valid_kwargs']
+__all__ = ['KINDS', 'get', 'kind', 'names', 'register', 'valid_kwargs']

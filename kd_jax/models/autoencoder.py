@@ -91,8 +91,8 @@ class ConvAutoencoder(nn.Module):
   def __post_init__(self) -> None:
     super().__post_init__()
     for field in ('width', 'num_downsamples', 'latent_dim'):
-      layers.check_positive(getattr(self, field), f'config.model.{field}')
-    layers.check_choice(self.latent, LATENT_KINDS, 'config.model.latent')
+      layers.check_positive(getattr(self, field), f'{type(self).__name__}.{field}')
+    layers.check_choice(self.latent, LATENT_KINDS, f'{type(self).__name__}.latent')
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -101,7 +101,7 @@ class ConvAutoencoder(nn.Module):
     if h % f or w % f:
       raise errors.ConfigError(
           f'conv_autoencoder with num_downsamples={self.num_downsamples} needs H and W divisible '
-          f'by {f}, got {h}×{w}; set config.model.num_downsamples so that 2**n divides both.')
+          f'by {f}, got {h}×{w}; set num_downsamples to an n with 2**n dividing both.')
     feats = Encoder(self.width, self.num_downsamples, self.dtype, name='encoder')(
         x.astype(self.dtype), train)
     code = Latent(self.latent, self.latent_dim, self.dtype, name='latent')(feats)

@@ -75,17 +75,17 @@ class DCGANGenerator(nn.Module):
   def __post_init__(self) -> None:
     super().__post_init__()
     for field in ('latent_dim', 'width', 'channels', 'embed_dim'):
-      layers.check_positive(getattr(self, field), f'config.model.{field}')
+      layers.check_positive(getattr(self, field), f'{type(self).__name__}.{field}')
     if not isinstance(self.num_classes, int) or self.num_classes < 0:
-      raise errors.ConfigError(f'config.model.num_classes={self.num_classes!r} must be 0 '
+      raise errors.ConfigError(f'{type(self).__name__}.num_classes={self.num_classes!r} must be 0 '
                                '(unconditional) or the number of classes.')
-    layers.pyramid(self.resolution, 'config.model')
-    layers.check_choice(self.upsample, GENERATOR_UPSAMPLE, 'config.model.upsample')
+    layers.pyramid(self.resolution, type(self).__name__)
+    layers.check_choice(self.upsample, GENERATOR_UPSAMPLE, f'{type(self).__name__}.upsample')
 
   @nn.compact
   def __call__(self, z: Array, labels: Array | None = None, train: bool = False) -> Array:
     layers.check_latent(z, self.latent_dim, type(self).__name__)
-    start, steps = layers.pyramid(self.resolution, 'config.model')
+    start, steps = layers.pyramid(self.resolution, type(self).__name__)
     h = z.astype(self.dtype)
     if self.num_classes:
       h = jnp.concatenate([h, layers.class_embedding(labels, z.shape[0], self.num_classes,
@@ -134,11 +134,11 @@ class DCGANDiscriminator(nn.Module):
 
   def __post_init__(self) -> None:
     super().__post_init__()
-    layers.check_positive(self.width, 'config.model.width')
+    layers.check_positive(self.width, f'{type(self).__name__}.width')
     if not isinstance(self.num_classes, int) or self.num_classes < 0:
-      raise errors.ConfigError(f'config.model.num_classes={self.num_classes!r} must be 0 '
+      raise errors.ConfigError(f'{type(self).__name__}.num_classes={self.num_classes!r} must be 0 '
                                '(unconditional) or the number of classes.')
-    layers.check_choice(self.norm, DISCRIMINATOR_NORMS, 'config.model.norm')
+    layers.check_choice(self.norm, DISCRIMINATOR_NORMS, f'{type(self).__name__}.norm')
 
   @nn.compact
   def __call__(self, x: Array, labels: Array | None = None, train: bool = False) -> Array:

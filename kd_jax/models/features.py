@@ -71,8 +71,7 @@ def _bad_path_error(module: nn.Module, bad: Sequence[str], valid: Sequence[str]
   more = f' (+{len(valid) - len(top)} deeper ones)' if len(top) < len(valid) else ''
   return errors.ConfigError(
       f"feature path {', '.join(lines)} does not exist in {type(module).__name__}; valid paths: "
-      f"{', '.join(top)}{more}. Set the layer in config.* (e.g. the loss input "
-      "'student_features/<path>' or the eval feature layer) to one of these; "
+      f"{', '.join(top)}{more}. Name the layer by one of these paths; "
       'kd_jax.models.features.feature_paths lists them all.')
 
 

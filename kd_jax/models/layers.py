@@ -26,8 +26,8 @@ def upsample(x: Array, method: str = 'nearest') -> Array:
     return x.reshape(b, 2 * h, 2 * w, c)
   if method == 'bilinear':
     return jax.image.resize(x, (b, 2 * h, 2 * w, c), method='bilinear').astype(x.dtype)
-  raise errors.ConfigError(f"upsample method {method!r} is unknown; set config.*.model.upsample to "
-                           f"one of {UPSAMPLE_METHODS}.")
+  raise errors.ConfigError(f"upsample method {method!r} is unknown; set the model's upsample "
+                           f"argument to one of {UPSAMPLE_METHODS}.")
 
 
 def downsample(x: Array) -> Array:
@@ -35,13 +35,14 @@ def downsample(x: Array) -> Array:
   return nn.avg_pool(x, (2, 2), strides=(2, 2), padding='VALID')
 
 
-def pyramid(resolution: int, field: str) -> tuple[int, int]:
+def pyramid(resolution: int, owner: str) -> tuple[int, int]:
   """(start size, number of ×2 steps) with start · 2**steps == resolution, start ≤ 7 if possible.
 
   28 → (7, 2) and 32 → (4, 3): generators grow from a 7×7 or 4×4 map, discriminators shrink to it.
+  `owner` names what the resolution belongs to in the error message (e.g. 'DCGANGenerator').
   """
   if not isinstance(resolution, int) or resolution < 4:
-    raise errors.ConfigError(f'{field}.resolution={resolution!r} must be an int >= 4 (e.g. 28 for '
+    raise errors.ConfigError(f'{owner}: resolution={resolution!r} must be an int >= 4 (e.g. 28 for '
                              'Fashion-MNIST, 32 for CIFAR).')
   start, steps = resolution, 0
   while start % 2 == 0 and start > 4:
@@ -49,16 +50,16 @@ def pyramid(resolution: int, field: str) -> tuple[int, int]:
   return start, steps
 
 
-def check_choice(value: Any, choices: tuple[Any, ...], field: str) -> None:
-  """Raises ConfigError when `value` is not one of `choices`."""
+def check_choice(value: Any, choices: tuple[Any, ...], name: str) -> None:
+  """Raises ConfigError when `value` (the argument `name`, e.g. 'ResNet.width') is not in `choices`."""
   if value not in choices:
-    raise errors.ConfigError(f'{field}={value!r} is not supported; set it to one of {choices}.')
+    raise errors.ConfigError(f'{name}={value!r} is not supported; set it to one of {choices}.')
 
 
-def check_positive(value: Any, field: str) -> None:
-  """Raises ConfigError unless `value` is a positive int."""
+def check_positive(value: Any, name: str) -> None:
+  """Raises ConfigError unless `value` (the argument `name`, e.g. 'ResNet.width') is a positive int."""
   if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise errors.ConfigError(f'{field}={value!r} must be a positive int.')
+    raise errors.ConfigError(f'{name}={value!r} must be a positive int.')
 
 
 def class_embedding(labels: Array | None, batch: int, num_classes: int, dim: int,
@@ -78,8 +79,8 @@ def check_latent(z: Array, latent_dim: int, name: str) -> None:
   """Raises ConfigError unless `z` is [B, latent_dim]."""
   if z.ndim != 2 or z.shape[-1] != latent_dim:
     raise errors.ConfigError(f'{name} got latents of shape {z.shape} but latent_dim={latent_dim}; '
-                             'sample z as [B, latent_dim] with the same latent_dim as the model '
-                             'config (teacher and student must share it).')
+                             'sample z as [B, latent_dim] with the latent_dim the model was built '
+                             'with (teacher and student must share it).')
 
 
 class ConvBN(nn.Module):

@@ -67,10 +67,10 @@ class MobileNetV2(nn.Module):
 
   def __post_init__(self) -> None:
     super().__post_init__()
-    layers.check_positive(self.num_classes, 'config.model.num_classes')
+    layers.check_positive(self.num_classes, f'{type(self).__name__}.num_classes')
     if not isinstance(self.width_multiplier, (int, float)) or self.width_multiplier <= 0:
-      raise errors.ConfigError(f'config.model.width_multiplier={self.width_multiplier!r} must be '
-                               'a positive number (e.g. 0.5, 1.0).')
+      raise errors.ConfigError(f'{type(self).__name__}.width_multiplier={self.width_multiplier!r} '
+                               'must be a positive number (e.g. 0.5, 1.0).')
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:

@@ -59,11 +59,11 @@ class ResNet(nn.Module):
 
   def __post_init__(self) -> None:
     super().__post_init__()
-    layers.check_positive(self.num_classes, 'config.model.num_classes')
-    layers.check_positive(self.width, 'config.model.width')
+    layers.check_positive(self.num_classes, f'{type(self).__name__}.num_classes')
+    layers.check_positive(self.width, f'{type(self).__name__}.width')
     if not isinstance(self.depth, int) or self.depth < 8 or (self.depth - 2) % 6:
-      raise errors.ConfigError(f'config.model.depth={self.depth!r}: a CIFAR ResNet needs depth = '
-                               '6n+2 with n >= 1 (e.g. 20, 32, 56, 110).')
+      raise errors.ConfigError(f'{type(self).__name__}.depth={self.depth!r}: a CIFAR ResNet needs '
+                               'depth = 6n+2 with n >= 1 (e.g. 20, 32, 56, 110).')
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -109,12 +109,12 @@ class WideResNet(nn.Module):
 
   def __post_init__(self) -> None:
     super().__post_init__()
-    layers.check_positive(self.num_classes, 'config.model.num_classes')
-    layers.check_positive(self.width, 'config.model.width')
-    layers.check_positive(self.widen_factor, 'config.model.widen_factor')
+    layers.check_positive(self.num_classes, f'{type(self).__name__}.num_classes')
+    layers.check_positive(self.width, f'{type(self).__name__}.width')
+    layers.check_positive(self.widen_factor, f'{type(self).__name__}.widen_factor')
     if not isinstance(self.depth, int) or self.depth < 10 or (self.depth - 4) % 6:
-      raise errors.ConfigError(f'config.model.depth={self.depth!r}: a Wide ResNet needs depth = '
-                               '6n+4 with n >= 1 (e.g. 16, 28, 40).')
+      raise errors.ConfigError(f'{type(self).__name__}.depth={self.depth!r}: a Wide ResNet needs '
+                               'depth = 6n+4 with n >= 1 (e.g. 16, 28, 40).')
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:

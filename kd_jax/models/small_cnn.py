@@ -30,7 +30,7 @@ class SmallStage(nn.Module):
 class SmallCNN(nn.Module):
   """Three stages of 3×3 convs with widths w, 2w, 4w, global average pooling and a dense head.
 
-  At width 16 it has ~25k parameters and ~1/14 of resnet20's FLOPs (see `kd_jax.models.PRESETS`).
+  At width 16 it has ~25k parameters and ~1/14 of resnet20's FLOPs.
   """
   num_classes: int = 10
   width: int = 16
@@ -39,9 +39,9 @@ class SmallCNN(nn.Module):
 
   def __post_init__(self) -> None:
     super().__post_init__()
-    layers.check_positive(self.num_classes, 'config.model.num_classes')
-    layers.check_positive(self.width, 'config.model.width')
-    layers.check_positive(self.convs_per_stage, 'config.model.convs_per_stage')
+    layers.check_positive(self.num_classes, f'{type(self).__name__}.num_classes')
+    layers.check_positive(self.width, f'{type(self).__name__}.width')
+    layers.check_positive(self.convs_per_stage, f'{type(self).__name__}.convs_per_stage')
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:

@@ -223,9 +223,9 @@ def level_channels(width: int, steps: int) -> list[int]:
 
 
 def _check_common(m: nn.Module) -> None:
-  layers.check_positive(m.width, 'config.model.width')
+  layers.check_positive(m.width, f'{type(m).__name__}.width')
   if not isinstance(m.num_classes, int) or m.num_classes < 0:
-    raise errors.ConfigError(f'config.model.num_classes={m.num_classes!r} must be 0 '
+    raise errors.ConfigError(f'{type(m).__name__}.num_classes={m.num_classes!r} must be 0 '
                              '(unconditional) or the number of classes.')
 
 
@@ -255,10 +255,10 @@ class StyleGAN2Generator(nn.Module):
     super().__post_init__()
     _check_common(self)
     for field in ('latent_dim', 'w_dim', 'mapping_layers', 'channels'):
-      layers.check_positive(getattr(self, field), f'config.model.{field}')
-    layers.pyramid(self.resolution, 'config.model')
-    layers.check_choice(self.upsample, layers.UPSAMPLE_METHODS, 'config.model.upsample')
-    layers.check_choice(self.noise_mode, NOISE_MODES, 'config.model.noise_mode')
+      layers.check_positive(getattr(self, field), f'{type(self).__name__}.{field}')
+    layers.pyramid(self.resolution, type(self).__name__)
+    layers.check_choice(self.upsample, layers.UPSAMPLE_METHODS, f'{type(self).__name__}.upsample')
+    layers.check_choice(self.noise_mode, NOISE_MODES, f'{type(self).__name__}.noise_mode')
 
   @nn.compact
   def __call__(self, z: Array, labels: Array | None = None, train: bool = False,
@@ -267,7 +267,7 @@ class StyleGAN2Generator(nn.Module):
     noise_mode = self.noise_mode if noise_mode is None else noise_mode
     layers.check_choice(noise_mode, NOISE_MODES, 'noise_mode')
     layers.check_latent(z, self.latent_dim, type(self).__name__)
-    start, steps = layers.pyramid(self.resolution, 'config.model')
+    start, steps = layers.pyramid(self.resolution, type(self).__name__)
     chans = level_channels(self.width, steps)
     eq = self.equalized_lr
     w = MappingNetwork(self.w_dim, self.mapping_layers, self.num_classes,
@@ -334,7 +334,7 @@ class StyleGAN2Discriminator(nn.Module):
   def __post_init__(self) -> None:
     super().__post_init__()
     _check_common(self)
-    layers.check_positive(self.mbstd_group_size, 'config.model.mbstd_group_size')
+    layers.check_positive(self.mbstd_group_size, f'{type(self).__name__}.mbstd_group_size')
 
   @nn.compact
   def __call__(self, x: Array, labels: Array | None = None, train: bool = False) -> Array:

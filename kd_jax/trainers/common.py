@@ -1,18 +1,35 @@
-"""The start every trainer shares: check the config, make the workdir and mesh, open the data."""
+"""The trainer boundary every trainer shares: config schema pieces, checks, workdir, mesh, data, teachers.
+
+Configs are read here and in each trainer's `train_and_evaluate`; below (models, losses, data,
+metrics, parallel, the distillation core) only plain values travel, and errors raised there get the
+config field prefixed by `config_utils.field_context`.
+"""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from kd_jax import config_utils, data, errors, parallel
+from kd_jax import config_utils, data, errors, keys, parallel
+from kd_jax import teacher as teacher_lib
 from kd_jax.checkpoint import ensure_workdir
-from kd_jax.trainers.feature_plan import ADAPTED, FeaturePlan, first
+from kd_jax.metrics import cost
 from kd_jax.types import Array, PyTree
+
+
+def data_config(**fields: Any) -> ml_collections.ConfigDict:
+  """The data fields every trainer has, plus the trainer's own (`fields`)."""
+  return ml_collections.ConfigDict({**dict(name='fashion_mnist', data_dir='', batch_size=128,
+                                           cache_in_memory=True, train_split='train',
+                                           eval_split='test'), **fields})
+
+
+def teacher_config() -> ml_collections.ConfigDict:
+  """`checkpoint`: a trained run's --workdir; `model`: its model config (empty: the saved one)."""
+  return ml_collections.ConfigDict(dict(checkpoint='', model={}))
 
 
 @dataclasses.dataclass
@@ -29,58 +46,29 @@ def prepare(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDi
   config_utils.check_fields(config, defaults)
   ensure_workdir(workdir)
   mesh = parallel.make_mesh()
-  parallel.check_global_batch(config.data.batch_size, mesh, 'config.data.batch_size')
-  if with_eval and 'eval_batch_size' in config.data:
-    parallel.check_global_batch(config.data.eval_batch_size, mesh, 'config.data.eval_batch_size')
-  data_dir = config.data.data_dir or None
-  train_src = data.get_source(config.data.name, config.data.train_split, data_dir=data_dir,
-                              cache_in_memory=config.data.cache_in_memory)
-  eval_src = (data.get_source(config.data.name, config.data.eval_split, data_dir=data_dir,
-                              cache_in_memory=config.data.cache_in_memory) if with_eval else None)
-  image_shape = tuple(np.asarray(train_src[0]['image']).shape)
-  return RunSetup(mesh, train_src, eval_src, image_shape)
+  sizes = ['batch_size'] + (['eval_batch_size'] if with_eval and 'eval_batch_size' in config.data
+                            else [])
+  for name in sizes:
+    with config_utils.field_context(f'config.data.{name}'):
+      parallel.check_global_batch(config.data[name], mesh)
+  splits = [config.data.train_split] + ([config.data.eval_split] if with_eval else [])
+  with config_utils.field_context('config.data'):
+    sources = [data.get_source(config.data.name, split, data_dir=config.data.data_dir or None,
+                               cache_in_memory=config.data.cache_in_memory) for split in splits]
+  image_shape = tuple(np.asarray(sources[0][0]['image']).shape)
+  return RunSetup(mesh, sources[0], sources[1] if with_eval else None, image_shape)
 
 
-def train_batches(config: ml_collections.ConfigDict, source: Any) -> Any:
+def train_batches(config: ml_collections.ConfigDict, source: Any,
+                  keys_read: Sequence[str] = ('image', 'label')) -> Any:
   """This process's slice of every global batch, in the seed's order (see kd_jax.data)."""
   return data.train_iterator(source, global_batch_size=config.data.batch_size, seed=config.seed,
-                             process_index=jax.process_index(), process_count=jax.process_count())
+                             process_index=jax.process_index(), process_count=jax.process_count(),
+                             keys=tuple(keys_read))
 
 
-def feature_shapes(module: nn.Module, variables: PyTree, x: Array, paths: Sequence[str],
-                   **call_kwargs: Any) -> dict[str, tuple[int, ...]]:
-  """Shapes of the features at `paths` (abstractly: nothing runs); a bad path raises ConfigError."""
-  from kd_jax.models import features as features_lib  # pylint: disable=import-outside-toplevel
-  if not paths:
-    return {}
-  feats = jax.eval_shape(lambda v: features_lib.apply_with_features(
-      module, v, x, list(paths), train=False, **call_kwargs)[1], variables)
-  return {p: tuple(first(f).shape) for p, f in feats.items()}
-
-
-def student_losses_teacher(config: ml_collections.ConfigDict, *, role: str,
-                           example: Array) -> tuple[nn.Module, Any, FeaturePlan, Any]:
-  """The student module, the loss composite, its feature plan and the frozen teacher (or None).
-
-  A loss mix that reads teacher outputs without `config.teacher.checkpoint` is a config error.
-  """
-  from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
-  name, kwargs = config_utils.model_kwargs(config.model, 'config.model')
-  student = models.get(name, **kwargs)
-  composite = losses.compose(config.losses)
-  plan = FeaturePlan.from_keys(composite.required_keys)
-  teacher = None
-  if config.teacher.checkpoint:
-    teacher = _restore(config.teacher.checkpoint, config.teacher.model, role, example,
-                       'config.teacher')
-  elif any(k.startswith(('teacher', ADAPTED)) for k in composite.required_keys):
-    raise errors.ConfigError(
-        f'config.losses reads teacher outputs ({sorted(composite.required_keys)}) but '
-        'config.teacher.checkpoint is empty; set it to the --workdir of a trained teacher run.')
-  return student, composite, plan, teacher
-
-
-def restore_teachers(config: ml_collections.ConfigDict, *, role: str, example: Array) -> list[Any]:
+def restore_teachers(config: ml_collections.ConfigDict, *, role: str, example: Array,
+                     **call_kwargs: Any) -> list[teacher_lib.Teacher]:
   """The frozen teachers: `config.teacher` (one) or `config.teachers` (several), each its own pytree.
 
   `config.teachers` is a list of `{'checkpoint': <workdir>, 'model': {...} (optional)}`; setting both
@@ -91,23 +79,51 @@ def restore_teachers(config: ml_collections.ConfigDict, *, role: str, example: A
     raise errors.ConfigError(
         'both config.teacher.checkpoint and config.teachers are set; use config.teacher for one '
         'teacher or config.teachers for several, not both.')
-  if not many:
-    return ([_restore(config.teacher.checkpoint, config.teacher.model, role, example,
-                      'config.teacher')] if config.teacher.checkpoint else [])
+  specs = [(config_utils.to_dict(config.teacher), 'config.teacher')] if config.teacher.checkpoint \
+      else [(config_utils.to_dict(raw), f'config.teachers[{i}]') for i, raw in enumerate(many)]
   out = []
-  for i, raw in enumerate(many):
-    spec = config_utils.to_dict(raw)
-    where = f'config.teachers[{i}]'
+  for spec, where in specs:
     if not isinstance(spec, dict) or not spec.get('checkpoint') or set(spec) - {'checkpoint', 'model'}:
       raise errors.ConfigError(
-          f"{where}={raw!r} must be {{'checkpoint': <a trained teacher's --workdir>, 'model': {{...}} "
+          f"{where}={spec!r} must be {{'checkpoint': <a trained teacher's --workdir>, 'model': {{...}} "
           '(optional)}.')
-    out.append(_restore(spec['checkpoint'], spec.get('model') or {}, role, example, where))
+    out.append(teacher_lib.restore_teacher(spec['checkpoint'], spec.get('model') or {}, role=role,
+                                           init_args=(example,),
+                                           init_kwargs={'train': False, **call_kwargs},
+                                           field=where))
   return out
 
 
-def _restore(checkpoint: str, model_cfg: Any, role: str, example: Array, field: str) -> Any:
-  """One frozen teacher of `role`, its shapes taken from `example` in inference mode."""
-  from kd_jax import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
-  return teacher_lib.restore_teacher(checkpoint, model_cfg, role=role, init_args=(example,),
-                                     init_kwargs={'train': False}, field=field)
+def checkpoints_of(config: ml_collections.ConfigDict) -> list[str]:
+  """The teachers' checkpoints, in `restore_teachers` order (for the summary)."""
+  if config.teacher.checkpoint:
+    return [config.teacher.checkpoint]
+  return [config_utils.to_dict(t)['checkpoint'] for t in config.get('teachers') or []]
+
+
+def check_keys(required: Iterable[str], offered: Sequence[str], trainer: str,
+               num_teachers: int) -> list[keys.Key]:
+  """The loss terms' keys, parsed; ConfigError for a key the trainer lacks or a missing teacher."""
+  with config_utils.field_context('config.losses'):
+    parsed = keys.check_offered(required, offered, trainer)
+  reads = sorted(str(k) for k in parsed if k.reads_teacher)
+  if reads and not num_teachers:
+    raise errors.ConfigError(
+        f'config.losses reads teacher outputs ({reads}) but no teacher is set; set '
+        'config.teacher.checkpoint (or config.teachers) to the --workdir of a trained teacher run.')
+  return parsed
+
+
+def cost_entry(apply_fn: Callable[..., Array], variables: PyTree, *example: Array,
+               **fields: Any) -> dict[str, Any]:
+  """Params and FLOPs per example of one network, with descriptive `fields` (model, checkpoint)."""
+  return {**fields, 'params': cost.param_count(variables['params']),
+          'flops_per_example': cost.flops(apply_fn, variables, *example)}
+
+
+def split_labels(source: Any) -> Any:
+  """Every label of a split, in record order (an in-memory split has them as one array)."""
+  arrays = getattr(source, 'arrays', None)
+  if arrays is not None and 'label' in arrays:
+    return arrays['label']
+  return [int(source[i]['label']) for i in range(len(source))]

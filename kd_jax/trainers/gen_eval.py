@@ -2,7 +2,8 @@
 
 Evaluation runs on host copies of the (replicated) variables with local jit, identically on every
 process, so no cross-process collective is needed; only process 0's writer writes. Every image
-quality number is reported with its sample count and feature extractor.
+quality number is reported with its sample count and feature extractor. Functions take plain values;
+the trainers pass their config fields in.
 """
 from __future__ import annotations
 
@@ -14,97 +15,87 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd_jax import errors, parallel, report, teacher as teacher_lib
+from kd_jax import config_utils, errors, imports, parallel, report, teacher as teacher_lib
 from kd_jax.metrics import cost, image as image_metrics
 from kd_jax.models import features as features_lib
+from kd_jax.trainers import gan_parts
 from kd_jax.types import Array, PyTree
 
 FeatureFn = Callable[[Array], Array]
+SampleFn = Callable[[np.ndarray, np.ndarray | None], Array]
 
 
-def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int],
-                     field: str = 'config.eval.classifier_checkpoint') -> tuple[FeatureFn, str]:
-  """A trained classifier's features at `layer` as a jitted images→[B, D] function, and its name."""
-  if not checkpoint:
-    raise errors.ConfigError(f'{field} is empty; FID/KID/precision/recall need a trained classifier '
-                             'run (e.g. the Fashion-MNIST teacher workdir).')
+def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int]
+                     ) -> tuple[FeatureFn, str]:
+  """A trained classifier's features at `layer` as an images→[B, D] function, and its name."""
   example = jnp.zeros((1, *image_shape), jnp.float32)
   net = teacher_lib.restore_teacher(checkpoint, {}, role='model', init_args=(example,),
-                                    init_kwargs={'train': False}, field=field.rsplit('.', 1)[0])
+                                    init_kwargs={'train': False}, field='config.eval.classifier')
   variables = jax.device_get(net.variables)
 
-  @jax.jit
   def fn(images: Array) -> Array:
     _, feats, _ = features_lib.apply_with_features(net.module, variables, images, [layer],
                                                    train=False)
     f = feats[layer]
-    f = f[0] if isinstance(f, (tuple, list)) else f
     # Spatial maps are average-pooled, the usual reduction for feature-space metrics.
     return f.reshape(f.shape[0], -1, f.shape[-1]).mean(axis=1) if f.ndim == 4 else f
 
-  name = f"{net.model_config.get('name')}@{layer} ({checkpoint})"
-  return fn, name
+  return fn, f"{net.model_config.get('name')}@{layer} ({checkpoint})"
 
 
-def has_feature_extractor(eval_cfg: Any) -> bool:
-  """Whether FID/KID/precision/recall can be computed: a classifier run or a user function is set."""
-  return bool(eval_cfg.get('feature_fn') or eval_cfg.get('classifier_checkpoint'))
+def feature_extractor(feature_fn: str, classifier_checkpoint: str, layer: str,
+                      image_shape: Sequence[int]) -> tuple[FeatureFn, str] | None:
+  """The images→[B, D] function of the feature-space metrics and its name; None when neither is set.
 
-
-def feature_extractor(eval_cfg: Any, image_shape: Sequence[int]) -> tuple[FeatureFn, str]:
-  """The images→[B, D] function of the feature-space metrics, and the name the reports give it.
-
-  `config.eval.feature_fn = 'package.module:function'` (e.g. an Inception-v3 pool3 function of your
-  own, since its weights cannot be fetched here) takes images [B, H, W, C] float32 in [-1, 1] and
-  returns [B, D]; it wins over `config.eval.classifier_checkpoint` (a trained classifier's features
-  at `config.eval.feature_layer`).
+  `feature_fn = 'package.module:function'` (e.g. an Inception-v3 pool3 function of your own, since
+  its weights cannot be fetched here) takes images [B, H, W, C] float32 in [-1, 1] and returns
+  [B, D]; it wins over `classifier_checkpoint` (a trained classifier's features at `layer`).
   """
-  spec = eval_cfg.get('feature_fn') or ''
-  if not spec:
-    return load_feature_net(eval_cfg.classifier_checkpoint, eval_cfg.feature_layer, image_shape)
-  return check_feature_fn(eval_cfg), f'user feature_fn {spec}'
+  if feature_fn:
+    return check_feature_fn(feature_fn), f'user feature_fn {feature_fn}'
+  if classifier_checkpoint:
+    return load_feature_net(classifier_checkpoint, layer, image_shape)
+  return None
 
 
-def check_feature_fn(eval_cfg: Any) -> FeatureFn | None:
+def check_feature_fn(spec: str) -> FeatureFn | None:
   """Imports `config.eval.feature_fn` ('package.module:function'); None when it is not set."""
-  spec = eval_cfg.get('feature_fn') or ''
   if not spec:
     return None
-  import importlib  # pylint: disable=import-outside-toplevel
-  module_name, _, attr = spec.partition(':')
-  try:
-    fn = getattr(importlib.import_module(module_name), attr)
-  except (ImportError, AttributeError, ValueError) as e:
-    raise errors.ConfigError(
-        f'config.eval.feature_fn={spec!r} cannot be imported ({type(e).__name__}: {e}); give '
-        "'package.module:function' for a function images [B,H,W,C] in [-1,1] -> features [B,D], "
-        'importable from the working directory.') from None
-  if not callable(fn):
-    raise errors.ConfigError(f'config.eval.feature_fn={spec!r} is not callable; name a function.')
+  with config_utils.field_context('config.eval.feature_fn'):
+    fn = imports.resolve(spec)
+    if not callable(fn):
+      raise errors.ConfigError(f'{spec!r} is not callable; name a function images [B,H,W,C] in '
+                               '[-1,1] -> features [B,D].')
   return fn
 
 
-def batched(fn: Callable[..., Array], n: int, batch: int, *args_fn: Callable[[int, int], Any]
-            ) -> np.ndarray:
-  """Calls `fn(*[a(start, size) for a in args_fn])` over chunks and concatenates on host."""
-  out = []
-  for start in range(0, n, batch):
-    size = min(batch, n - start)
-    out.append(np.asarray(fn(*[a(start, size) for a in args_fn]))[:size])
-  return np.concatenate(out)
+def sample_images(sample_fn: SampleFn, z: np.ndarray, y: np.ndarray | None, batch: int
+                  ) -> np.ndarray:
+  """`sample_fn` over `z` (and labels `y`) in chunks of `batch`, concatenated on host."""
+  return np.concatenate([np.asarray(sample_fn(z[s:s + batch], None if y is None else y[s:s + batch]))
+                         for s in range(0, len(z), batch)])
 
 
-def quality_report(fake_feats: np.ndarray, real_feats: np.ndarray, extractor: str, *,
-                   seed: int) -> dict[str, Any]:
-  """FID, KID, precision/recall and diversity, with the sample counts and the extractor named."""
-  kid_mean, kid_std = image_metrics.kid(fake_feats, real_feats, seed=seed)
-  precision, recall = image_metrics.precision_recall(real_feats, fake_feats)
-  return {'fid': float(image_metrics.fid(fake_feats, real_feats)),
-          'kid': float(kid_mean), 'kid_std': float(kid_std),
-          'precision': float(precision), 'recall': float(recall),
-          'diversity': float(image_metrics.diversity(fake_feats[:2000])),
-          'num_samples': int(fake_feats.shape[0]), 'num_real': int(real_feats.shape[0]),
-          'feature_extractor': extractor}
+def latents(seed: int, n: int, latent_dim: int, num_classes: int
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+  """Fixed evaluation latents (and uniform class labels for a conditional generator)."""
+  key = jax.random.key(seed)
+  z = np.asarray(gan_parts.sample_latents(key, n, latent_dim))
+  y = (np.asarray(gan_parts.sample_labels(jax.random.fold_in(key, 1), n, num_classes))
+       if num_classes else None)
+  return z, y
+
+
+def generator_quality(sample_fn: SampleFn, extractor: tuple[FeatureFn, str], source: Any, *,
+                      num_samples: int, batch: int, seed: int, latent_dim: int,
+                      num_classes: int) -> dict[str, Any]:
+  """FID/KID/PR/diversity of `num_samples` samples vs as many real training images."""
+  feat_fn, name = extractor
+  z, y = latents(seed + 1, num_samples, latent_dim, num_classes)
+  fake = image_metrics.extract_features(feat_fn, sample_images(sample_fn, z, y, batch), batch)
+  real = image_metrics.extract_features(feat_fn, real_images(source, num_samples), batch)
+  return image_metrics.ImageQualityReport.from_features(fake, real, name, seed=seed).to_dict()
 
 
 def pair_report(student: np.ndarray, reference: np.ndarray, prefix: str) -> dict[str, float]:
@@ -141,11 +132,6 @@ def real_images(source: Any, n: int) -> np.ndarray:
   n = min(n, len(source))
   imgs = np.stack([np.asarray(source[i]['image']) for i in range(n)])
   return imgs.astype(np.float32) / 127.5 - 1.0
-
-
-def labels_of(source: Any, n: int) -> np.ndarray:
-  return np.asarray([int(source[i]['label']) for i in range(min(n, len(source)))], np.int32)
-
 
 
 def module_apply(module: nn.Module) -> Callable[..., Array]:

@@ -26,6 +26,43 @@ from kd_jax import parallel, report
 from kd_jax.types import Array, Batch, PyTree
 
 
+LOOP_FIELDS = ('seed', 'total_steps', 'log_every', 'eval_every', 'checkpoint_every',
+               'keep_checkpoints')
+
+
+def default_config(**fields: Any) -> ml_collections.ConfigDict:
+  """The loop's fields, which every trainer's `default_config` extends with its own.
+
+  seed: the root of every random stream; total_steps: steps to train (may be raised to extend a
+  finished run); log_every: steps per progress line and TensorBoard point; eval_every: steps per
+  evaluation (0: only at the end); checkpoint_every: steps per checkpoint; keep_checkpoints: how
+  many to keep.
+  """
+  c = ml_collections.ConfigDict(dict(seed=0, total_steps=1000, log_every=100, eval_every=0,
+                                     checkpoint_every=500, keep_checkpoints=2))
+  c.update(fields)
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The loop's fields as plain values, read once from the config at the trainer boundary."""
+  trainer: str
+  seed: int
+  total_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'Settings':
+    hparams = {k: v for k, v in _flat_config(config).items()
+               if isinstance(v, (int, float, str, bool))}
+    return cls(config.trainer, *(int(config[f]) for f in LOOP_FIELDS), hparams=hparams)
+
+
 @dataclasses.dataclass
 class Task:
   """What a trainer plugs into the shared loop.
@@ -72,16 +109,15 @@ def _check_finite(metrics: Mapping[str, float], step: int) -> None:
         'weights (the last good checkpoint is kept in the workdir).')
 
 
-def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
-        mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Trains `task` for `config.total_steps`, resuming from `workdir` if it holds a checkpoint."""
+def run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """Trains `task` for `settings.total_steps`, resuming from `workdir` if it holds a checkpoint."""
   chief = parallel.is_chief()
   repl = parallel.replicated(mesh)
   batch_sh = parallel.batch_sharding(mesh)
-  root_key = jax.random.key(config.seed)
+  root_key = jax.random.key(settings.seed)
 
-  checkpointer = ckpt_lib.Checkpointer(workdir, save_every=config.checkpoint_every,
-                                       keep=config.keep_checkpoints)
+  checkpointer = ckpt_lib.Checkpointer(workdir, save_every=settings.checkpoint_every,
+                                       keep=settings.keep_checkpoints)
   init_fn = jax.jit(task.init, out_shardings=repl)
   abstract = jax.eval_shape(task.init, root_key)
   start = checkpointer.latest_step()
@@ -100,27 +136,26 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not chief, asynchronous=True)
   if start == 0 and chief:
-    writer.write_hparams({k: v for k, v in _flat_config(config).items()
-                          if isinstance(v, (int, float, str, bool))})
+    writer.write_hparams(dict(settings.hparams))
 
   # Donating the state lets XLA update params/optimizer buffers in place.
   step_fns = [jax.jit(f, donate_argnums=(0,), in_shardings=(repl, repl, batch_sh, repl),
                       out_shardings=(repl, repl)) for f in task.step_functions()]
-  stage_ends = list(task.stage_ends) or [int(config.total_steps)]
-  if len(stage_ends) != len(step_fns) or stage_ends[-1] != int(config.total_steps):
+  stage_ends = list(task.stage_ends) or [int(settings.total_steps)]
+  if len(stage_ends) != len(step_fns) or stage_ends[-1] != int(settings.total_steps):
     raise ValueError(f'Task has {len(step_fns)} step functions but stage_ends={stage_ends} '
-                     f'(must end at total_steps={config.total_steps}).')
+                     f'(must end at total_steps={settings.total_steps}).')
   teacher = task.teacher if task.teacher is not None else {}
   history: list[dict[str, Any]] = []
 
   t_start = time.perf_counter()
   try:
-    state = _train(task, config, mesh, state, start, step_fns, stage_ends, teacher, writer,
+    state = _train(task, settings, mesh, state, start, step_fns, stage_ends, teacher, writer,
                    checkpointer, root_key, history)
   finally:
     # Also on an exception: let in-flight asynchronous checkpoint writes finish.
     checkpointer.wait()
-  total = int(config.total_steps)
+  total = int(settings.total_steps)
   if start >= total:
     logging.info('Nothing to train: checkpoint step %d >= total_steps %d.', start, total)
   last_eval = task.evaluate(state, total, writer)
@@ -129,7 +164,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
   extra = task.finalize(state, writer) if task.finalize else {}
   writer.flush()
   checkpointer.close()
-  summary = {'workdir': workdir, 'step': total, 'trainer': config.trainer,
+  summary = {'workdir': workdir, 'step': total, 'trainer': settings.trainer,
              'train_seconds': time.perf_counter() - t_start, 'eval': last_eval,
              # Evaluations of this invocation (a resumed run lists those after the resume).
              'eval_history': history, **extra}
@@ -138,14 +173,14 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
-def _train(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
            state: PyTree, start: int, step_fns: Sequence[Callable[..., Any]],
            stage_ends: Sequence[int], teacher: PyTree, writer: Any,
            checkpointer: ckpt_lib.Checkpointer, root_key: Array,
            history: list[dict[str, Any]]) -> PyTree:
   """Steps start+1..total: metrics every `log_every`, evaluation, checkpoints; returns the state."""
   chief = parallel.is_chief()
-  total = int(config.total_steps)
+  total = int(settings.total_steps)
   pending: list[Mapping[str, Array]] = []
   t_last, steps_since = time.perf_counter(), 0
   for step in range(start + 1, total + 1):
@@ -156,7 +191,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     state, metrics = step_fns[stage](state, teacher, batch, root_key)
     pending.append(metrics)
     steps_since += 1
-    if step % config.log_every == 0 or step == total:
+    if step % settings.log_every == 0 or step == total:
       # One device→host transfer per log period keeps the host out of the step loop.
       stacked = parallel.fetch(pending)
       # Keys are averaged over the steps that logged them (stages may log different terms).
@@ -175,7 +210,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
                          if k != 'steps_per_sec' and '/' not in k)
         print(f'[kd_jax] step {step}/{total} {terms} | {rate:.2f} step/s | ETA {_format_eta(eta)}',
               flush=True)
-    if config.eval_every and (step % config.eval_every == 0) and step != total:
+    if settings.eval_every and (step % settings.eval_every == 0) and step != total:
       last_eval = task.evaluate(state, step, writer)
       writer.write_scalars(step, last_eval)
       history.append({'step': step, **last_eval})

@@ -35,12 +35,17 @@ def _as_dict(raw: Any, where: str) -> dict[str, Any]:
   return value
 
 
-def build(config: ml_collections.ConfigDict) -> list[Stage]:
-  """The run's stages; ConfigError for unknown keys, bad step counts or a sum != total_steps."""
+def build(config: ml_collections.ConfigDict, run_values: dict[str, Any] | None = None
+          ) -> list[Stage]:
+  """The run's stages; ConfigError for unknown keys, bad step counts or a sum != total_steps.
+
+  `run_values`: hyperparameters only the run knows (see `losses.compose`).
+  """
   total = int(config.total_steps)
   raw_stages = list(config.get('stages') or [])
   if not raw_stages:
-    return [Stage(total, total, losses.compose(config.losses), config.optimizer)]
+    return [Stage(total, total, losses.compose(config.losses, run_values=run_values),
+                  config.optimizer)]
   out, end = [], 0
   for i, raw in enumerate(raw_stages):
     where = f'config.stages[{i}]'
@@ -61,7 +66,8 @@ def build(config: ml_collections.ConfigDict) -> list[Stage]:
                                f"{', '.join(sorted(opt))}.")
     opt.update(overrides)
     end += steps
-    out.append(Stage(steps, end, losses.compose(spec['losses'], field=f'{where}.losses'), opt))
+    out.append(Stage(steps, end, losses.compose(spec['losses'], field=f'{where}.losses',
+                                                run_values=run_values), opt))
   if end != total:
     raise errors.ConfigError(
         f'config.stages run {end} steps in all but config.total_steps={total}; set '
