@@ -35,22 +35,23 @@ CE = losses.ce(OUT['student_logits'], OUT['labels'])
 
 def test_registry_lists_all_builtins_with_standard_roles():
   expected = {'kd', 'ce', 'hard_ce', 'reverse_kl', 'js', 'logit_mse', 'dkd', 'dist', 'fitnet', 'at',
-              'sp', 'rkd', 'pkt', 'nst', 'cc', 'vid', 'l1', 'l2', 'lpips', 'feature_mse', 'gan_ns_g',
+              'sp', 'rkd', 'pkt', 'nst', 'cc', 'cc_repdistiller', 'vid', 'l1', 'l2', 'lpips', 'feature_mse', 'gan_ns_g',
               'gan_ns_d', 'tempered_sigmoid_kl', 'relation_kl', 'crd'}
   assert set(losses.names()) == expected
   for name in expected:
     loss_def = losses.get(name)
     assert set(loss_def.roles) <= set(losses.STANDARD_ROLES), name
   assert losses.get('dkd').roles == ('student_logits', 'teacher_logits', 'labels')
-  assert losses.get('vid').roles == ('student_features', 'teacher_features', 'log_variance')
+  assert losses.get('vid').roles == ('vid_mean', 'teacher_features', 'vid_log_variance')
+  assert losses.get('fitnet').roles == ('adapted', 'teacher_features')
   assert losses.get('gan_ns_d').roles == ('real_logits', 'fake_logits')
-  assert losses.get('crd').roles == ('crd_student_scores', 'crd_teacher_scores', 'crd_num_data')
+  assert losses.get('crd').roles == ('crd_student_scores', 'crd_teacher_scores')
   assert losses.get('kd').hyperparameters == {'temperature': 4.0}
   assert losses.get('dkd').hyperparameters == {'alpha': 1.0, 'beta': 8.0, 'temperature': 4.0}
 
 
 def test_unknown_loss_name():
-  with pytest.raises(errors.ConfigError, match=r"unknown loss 'xyz' in config.losses; known: .*\bkd\b"):
+  with pytest.raises(errors.ConfigError, match=r"unknown loss 'xyz'; known: .*\bkd\b.*'pkg.module:function'"):
     losses.get('xyz')
   with pytest.raises(errors.ConfigError, match="unknown loss 'xyz'"):
     losses.compose([('xyz', 1.0)])
@@ -139,14 +140,13 @@ def test_bad_weights(weight, match):
 
 def test_labels_and_duplicates():
   composite = losses.compose([
-      ('at', 1.0), ('at', 2.0), {'name': 'at', 'weight': 3.0}, {'name': 'kd', 'weight': 1.0,
+      ('kd', 1.0), ('kd', 2.0), {'name': 'kd', 'weight': 3.0}, {'name': 'kd', 'weight': 1.0,
                                                                   'label': 'soft'}])
-  assert composite.labels == ('at', 'at_1', 'at_2', 'soft')
+  assert composite.labels == ('kd', 'kd_1', 'kd_2', 'soft')
 
 
 def test_inputs_remap_roles_to_output_keys():
-  stage = {'student_features': 'student_features/stage2',
-           'teacher_features': 'teacher_features/stage2'}
+  stage = {'adapted': 'student_features/stage2', 'teacher_features': 'teacher_features/stage2'}
   composite = losses.compose([{'name': 'fitnet', 'weight': 2.0, 'inputs': stage, 'label': 'hint2'}])
   assert composite.required_keys == {'student_features/stage2', 'teacher_features/stage2'}
   total, terms = composite(OUT, 0)

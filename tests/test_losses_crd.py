@@ -11,6 +11,7 @@ test time: `PYTHONPATH=. python tests/test_losses_crd.py` regenerates the file).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -180,7 +181,7 @@ def crd_step(params_s, params_t, memory, s_feat, t_feat, positive, indices):
   v_t = EMBED.apply(params_t, t_feat)
   s_scores, t_scores, memory = contrast.contrast_scores(memory, v_s, v_t, indices,
                                                         temperature=TEMPERATURE)
-  loss = losses.crd(s_scores, t_scores, jnp.asarray(N))
+  loss = losses.crd(s_scores, t_scores, num_data=jnp.asarray(N))
   memory = contrast.update_memory(memory, v_s, v_t, positive, momentum=MOMENTUM)
   return loss, s_scores, t_scores, memory
 
@@ -290,7 +291,7 @@ def test_batch_sharded_over_a_mesh_equals_single_device():
 
 def _mean_loss(v_s, v_t, memory):
   s_scores, t_scores, _ = contrast.contrast_scores(memory, v_s, v_t, X['idx1'])
-  return jnp.mean(losses.crd(s_scores, t_scores, N))
+  return jnp.mean(losses.crd(s_scores, t_scores, num_data=N))
 
 
 def test_gradients_reach_both_embeddings_and_not_the_memory():
@@ -329,7 +330,7 @@ def test_check_grads_of_crd_wrt_scores():
   # Scores away from 0: real ones go down to ~1e-9, below any finite-difference step.
   r = np.random.default_rng(5)
   s, t = (jnp.asarray(0.05 + r.random((B, K + 1)), jnp.float32) for _ in range(2))
-  check_grads(lambda s, t: jnp.mean(losses.crd(s, t, N)), (s, t), order=1, modes=('rev',),
+  check_grads(lambda s, t: jnp.mean(losses.crd(s, t, num_data=N)), (s, t), order=1, modes=('rev',),
               atol=2e-2, rtol=2e-2)
 
 
@@ -341,33 +342,33 @@ def test_crd_hand_computed():
   # K = 1, N = 2: K·Pn = 1/2, so each side gives −log(1/1.5) − log(0.5/1.5) = log 1.5 + log 3.
   x = jnp.array([[1.0, 1.0]])
   expected = 2 * (math.log(1.5 + 1e-7) + math.log((1.5 + 1e-7) / 0.5))
-  np.testing.assert_allclose(losses.crd(x, x, 2.0), [expected], rtol=1e-6)
+  np.testing.assert_allclose(losses.crd(x, x, num_data=2.0), [expected], rtol=1e-6)
 
 
 def test_crd_eps_placement():
   """eps is added to the denominators only. With scores, K·Pn and eps all 1e-7 each ratio is 1/3 (it
   would be 1/2 without eps, or 2/3 with eps in the numerators too); elsewhere eps is invisible."""
   x = jnp.array([[1e-7, 1e-7]])
-  np.testing.assert_allclose(losses.crd(x, x, 1e7), [4 * math.log(3.0)], rtol=1e-5)
-  np.testing.assert_allclose(losses.crd(x, x, 1e7, eps=0.0), [4 * math.log(2.0)], rtol=1e-5)
+  np.testing.assert_allclose(losses.crd(x, x, num_data=1e7), [4 * math.log(3.0)], rtol=1e-5)
+  np.testing.assert_allclose(losses.crd(x, x, num_data=1e7, eps=0.0), [4 * math.log(2.0)], rtol=1e-5)
 
 
-def test_crd_num_data_scalar_or_per_example():
+def test_crd_num_data_python_or_array_scalar():
   ref = reference_run()[0]
   s, t = jnp.asarray(ref['student_scores']), jnp.asarray(ref['teacher_scores'])
-  scalar = losses.crd(s, t, jnp.asarray(N))
-  np.testing.assert_allclose(losses.crd(s, t, jnp.full([B], N, jnp.int32)), scalar, rtol=1e-7)
-  np.testing.assert_allclose(losses.crd(s, t, float(N)), scalar, rtol=1e-7)
+  scalar = losses.crd(s, t, num_data=N)
+  np.testing.assert_allclose(losses.crd(s, t, num_data=float(N)), scalar, rtol=1e-7)
+  np.testing.assert_allclose(losses.crd(s, t, num_data=jnp.asarray(N)), scalar, rtol=1e-7)
 
 
 def test_crd_rejects_bad_shapes():
   s = jnp.ones([B, K + 1])
   with pytest.raises(errors.ConfigError, match='K\\+1'):
-    losses.crd(s, jnp.ones([B, K]), N)
+    losses.crd(s, jnp.ones([B, K]), num_data=N)
   with pytest.raises(errors.ConfigError, match='K\\+1'):
-    losses.crd(jnp.ones([B, 1]), jnp.ones([B, 1]), N)
+    losses.crd(jnp.ones([B, 1]), jnp.ones([B, 1]), num_data=N)
   with pytest.raises(errors.ConfigError, match='num_data'):
-    losses.crd(s, s, jnp.full([B + 1], N))
+    losses.crd(s, s, num_data=jnp.full([B + 1], N))
   with pytest.raises(errors.ConfigError, match='feat_dim'):
     contrast.contrast_scores(_memory0(), jnp.ones([B, D + 1]), jnp.ones([B, D + 1]), X['idx1'])
 
@@ -375,8 +376,9 @@ def test_crd_rejects_bad_shapes():
 def test_registered_with_its_roles():
   loss_def = losses.get('crd')
   assert loss_def.fn is losses.crd is contrast.crd
-  assert loss_def.roles == ('crd_student_scores', 'crd_teacher_scores', 'crd_num_data')
-  assert loss_def.hyperparameters == {'eps': 1e-7}
+  assert loss_def.roles == ('crd_student_scores', 'crd_teacher_scores')
+  # num_data has no default: it is a run value the trainer fills (compose(run_values=...)).
+  assert loss_def.hyperparameters == {'num_data': inspect.Parameter.empty, 'eps': 1e-7}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,7 +389,7 @@ def test_crd_invariant_to_the_order_of_the_negatives():
   ref = reference_run()[0]
   s, t = ref['student_scores'], ref['teacher_scores']
   perm = np.concatenate([[0], 1 + np.random.default_rng(1).permutation(K)])
-  np.testing.assert_allclose(losses.crd(s[:, perm], t[:, perm], N), losses.crd(s, t, N),
+  np.testing.assert_allclose(losses.crd(s[:, perm], t[:, perm], num_data=N), losses.crd(s, t, num_data=N),
                              rtol=1e-6, atol=1e-7)
 
 
@@ -417,7 +419,7 @@ def test_invariant_to_a_common_rotation_of_embeddings_and_memory():
   turned = contrast.contrast_scores(rotated, v_s @ q, v_t @ q, X['idx1'])
   for a, b in zip(base[:2], turned[:2]):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)
-  np.testing.assert_allclose(losses.crd(*turned[:2], N), losses.crd(*base[:2], N), rtol=1e-5)
+  np.testing.assert_allclose(losses.crd(*turned[:2], num_data=N), losses.crd(*base[:2], num_data=N), rtol=1e-5)
   up_base = contrast.update_memory(memory, v_s, v_t, X['y1'])
   up_turned = contrast.update_memory(rotated, v_s @ q, v_t @ q, X['y1'])
   np.testing.assert_allclose(up_turned['student'], up_base['student'] @ q, rtol=1e-5, atol=1e-6)
@@ -439,8 +441,7 @@ def test_init_memory():
     assert memory[z].shape == () and float(memory[z]) == -1.0
 
 
-@pytest.mark.parametrize('num_data, feat_dim, field', [(1, D, 'config.crd.num_data'),
-                                                       (N, 0, 'config.crd.feat_dim')])
+@pytest.mark.parametrize('num_data, feat_dim, field', [(1, D, 'num_data'), (N, 0, 'feat_dim')])
 def test_init_memory_rejects_bad_sizes(num_data, feat_dim, field):
   with pytest.raises(errors.ConfigError, match=field):
     contrast.init_memory(jax.random.key(0), num_data, feat_dim)
@@ -459,11 +460,11 @@ def test_sample_indices():
 
 def test_check_num_negatives():
   contrast.check_num_negatives(N - 1, N)
-  with pytest.raises(errors.ConfigError, match=r'config\.crd\.num_negatives.*larger than the dataset'):
+  with pytest.raises(errors.ConfigError, match=r'num_negatives=20 >= .*larger than the dataset'):
     contrast.check_num_negatives(N, N)
   with pytest.raises(errors.ConfigError, match='my.field'):
     contrast.check_num_negatives(16384, 500, field='my.field')
-  with pytest.raises(errors.ConfigError, match=r'config\.crd\.num_negatives=0'):
+  with pytest.raises(errors.ConfigError, match=r'num_negatives=0'):
     contrast.check_num_negatives(0, N)
 
 
@@ -490,5 +491,5 @@ def test_other_class_negatives_never_share_the_anchor_class_and_cover_the_rest()
 
 
 def test_class_table_rejects_missing_labels():
-  with pytest.raises(errors.ConfigError, match="negatives='uniform'"):
+  with pytest.raises(errors.ConfigError, match='uniform negatives'):
     contrast.class_table(np.array([], np.int32))

@@ -95,7 +95,7 @@ def test_distill_wrong_family_teacher(teacher_workdir, tiny_data_dir, tmp_path):
     ([{'name': 'feature_mse', 'weight': 1.0,
        'inputs': {'student_features': 'adapted/block0:block1',
                   'teacher_features': 'teacher_features/block1'}}], errors.ConfigError,
-     'cannot match shapes'),
+     'only changes channels'),
     ([('perceptual_magic', 1.0, {})], errors.ConfigError, "unknown loss 'perceptual_magic'"),
 ])
 def test_distill_bad_loss_config(gan_workdir, tiny_data_dir, tmp_path, losses, error, match):

@@ -172,12 +172,13 @@ def test_crd_memory_bank_is_checkpointed_and_device_count_independent(tiny_data_
     config = _config('crd', tiny_data_dir, teacher_workdir)
     classification.train_and_evaluate(config, str(tmp_path / str(n)))
     results[n] = _checkpoint_state(str(tmp_path / str(n)), config.total_steps)
-  bank = results[1]['extras_state']['crd']
+  bank = results[1]['model_state']['extras']['crd']
   assert float(bank['z_student']) > 0 and float(bank['z_teacher']) > 0
   config = _config('crd', tiny_data_dir, teacher_workdir)
-  # The trainer's bank init: fold 2 of the run's root key.
-  init = contrast.init_memory(jax.random.fold_in(jax.random.key(config.seed), 2), 512,
-                              config.crd.feat_dim)
+  # The bank's init: fold 2 of the CRD extra's key (fold 1 of the run's root key: the first extra).
+  init = contrast.init_memory(
+      jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 1), 2), 512,
+      config.crd.feat_dim)
   for side in ('student', 'teacher'):
     changed = np.any(bank[side] != np.asarray(init[side]), axis=1)
     # 6 steps × 32 examples of a 512-record split: those rows were written, the rest not.
@@ -190,9 +191,9 @@ def test_crd_memory_bank_is_checkpointed_and_device_count_independent(tiny_data_
 
 
 @pytest.mark.parametrize('fields, match', [
-    ({'crd.num_negatives': 512}, 'config.crd.num_negatives'),
-    ({'crd.student_feature': ''}, 'config.crd.student_feature'),
-    ({'crd.negatives': 'hard'}, 'config.crd.negatives'),
+    ({'crd.num_negatives': 512}, 'config.crd: num_negatives=512'),
+    ({'crd.student_feature': ''}, 'config.crd: CRD needs student_feature'),
+    ({'crd.negatives': 'hard'}, "config.crd: negatives='hard'"),
 ])
 def test_crd_config_errors(fields, match, tiny_data_dir, teacher_workdir, tmp_path):
   config = _config('crd', tiny_data_dir, teacher_workdir, **fields)
@@ -201,15 +202,22 @@ def test_crd_config_errors(fields, match, tiny_data_dir, teacher_workdir, tmp_pa
   assert not os.listdir(tmp_path) or not os.path.exists(tmp_path / 'checkpoints')
 
 
-def test_incompatible_feature_shapes_name_the_term_and_the_adapter_fix(tiny_data_dir,
-                                                                       teacher_workdir, tmp_path):
+def test_incompatible_feature_shapes_name_the_adapter_fix(tiny_data_dir, teacher_workdir, tmp_path):
   config = _config('kd', tiny_data_dir, teacher_workdir)
-  config.losses = [('ce', 1.0, {}), {'name': 'fitnet', 'weight': 1.0, 'inputs': {
-      'student_features': 'student_features/stage2', 'teacher_features': 'teacher_features/stage3'}}]
-  with pytest.raises(errors.ConfigError, match=r"config.losses\[1\].*adapted/"):
-    classification.train_and_evaluate(config, str(tmp_path))
-  # Caught by the abstract trace before training: no checkpoint, no event file.
-  assert not [f for _, _, files in os.walk(tmp_path) for f in files]
+  # Student stage2 is 14×14, teacher stage3 7×7: a 1×1 conv cannot map one to the other.
+  config.losses = [('ce', 1.0, {}), {'name': 'fitnet', 'weight': 1.0, 'layer': 'stage2:stage3'}]
+  with pytest.raises(errors.ConfigError, match=r"config.losses: adapter stage2:stage3.*conv_bn_relu"):
+    classification.train_and_evaluate(config, str(tmp_path / 'a'))
+  # Caught before training: no checkpoint, no event file.
+  assert not [f for _, _, files in os.walk(tmp_path / 'a') for f in files]
+  # RepDistiller's regressor (3×3 stride-2 conv + BN + ReLU) maps it: the run trains.
+  config.adapter = 'conv_bn_relu'
+  summary = classification.train_and_evaluate(config, str(tmp_path / 'b'))
+  state = _checkpoint_state(str(tmp_path / 'b'), config.total_steps)
+  adapter = state['params']['extras']['adapters']['stage2-stage3']
+  assert adapter['conv']['kernel'].shape == (3, 3, 8, 16)  # tiny widths: student 8, teacher 16
+  assert 'batch_stats' in state['model_state']['extras']['adapters']
+  assert 'extras' not in str(summary.get('student'))
 
 
 @pytest.mark.parametrize('setup, match', [
