@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax import config_utils, errors, models
+from kd_jax import config_utils, errors
 from kd_jax.types import PyTree
 
 
@@ -51,7 +51,7 @@ def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Se
     raise errors.CheckpointError(
         f"{field}.model.name={name!r} but the checkpoint at {checkpoint!r} holds a "
         f"{saved_cfg.get('name')!r}; set {field}.model to {saved_cfg}.")
-  module = models.get(name, **kwargs)
+  module = config_utils.build_model(model_cfg, f'{field}.model')
   abstract = jax.eval_shape(
       lambda: module.init(jax.random.key(0), *init_args, **(init_kwargs or {})))
   abstract = {k: v for k, v in abstract.items() if k in ('params', 'batch_stats')}

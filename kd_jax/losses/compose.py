@@ -202,6 +202,51 @@ def _unique_label(label: str, taken: set[str]) -> str:
   return f'{label}_{i}'
 
 
+def _term_kwargs(spec: Mapping[str, Any], loss: registry.LossDef,
+                 run_values: Mapping[str, Any] | None, where: str, context: str) -> dict[str, Any]:
+  """The term's hyperparameters: the run's values the loss takes, overridden by the config's."""
+  name = spec['name']
+  kwargs = _as_dict(spec.get('kwargs') or {})
+  if kwargs is None:
+    raise errors.ConfigError(f"{where}.kwargs={spec['kwargs']!r} must be a mapping of hyperparameters.")
+  valid = loss.hyperparameters
+  kwargs = {**{k: v for k, v in (run_values or {}).items() if k in valid}, **kwargs}
+  unknown = sorted(set(kwargs) - set(valid))
+  if unknown:
+    raise errors.ConfigError(
+        f"{context}: unknown kwarg(s) {', '.join(unknown)} for loss '{name}'; valid kwargs: "
+        f"{', '.join(valid) if valid else 'none (it takes no hyperparameters)'}.")
+  missing = sorted(k for k, default in valid.items()
+                   if default is inspect.Parameter.empty and k not in kwargs)
+  if missing:
+    raise errors.ConfigError(
+        f"{context}: loss '{name}' needs the hyperparameter(s) {', '.join(missing)}, which have no "
+        f"default; add them, e.g. kwargs={{{', '.join(repr(m) + ': ...' for m in missing)}}}.")
+  return kwargs
+
+
+def _term_inputs(spec: Mapping[str, Any], loss: registry.LossDef, where: str, context: str
+                 ) -> tuple[tuple[str, str], ...]:
+  """(role, outputs key) per positional input: the `inputs` remap, else the role at the `layer`."""
+  name = spec['name']
+  mapping = _as_dict(spec.get('inputs') or {})
+  if mapping is None:
+    raise errors.ConfigError(f"{where}.inputs={spec['inputs']!r} must map roles to outputs-dict keys.")
+  bad_roles = sorted(set(mapping) - set(loss.roles))
+  if bad_roles:
+    raise errors.ConfigError(
+        f"{context}: inputs has unknown role(s) {', '.join(bad_roles)} for loss '{name}'; "
+        f"its roles are: {', '.join(loss.roles)}.")
+  for role, key in mapping.items():
+    if not isinstance(key, str):
+      raise errors.ConfigError(f"{where}.inputs['{role}']={key!r} must be an outputs-dict key (a string).")
+  try:
+    return tuple((role, mapping.get(role) or keys.for_role(role, spec.get('layer')))
+                 for role in loss.roles)
+  except errors.ConfigError as e:
+    raise errors.ConfigError(f"{context[:-1]}, loss '{name}'): {e}") from None
+
+
 def compose(terms: Iterable[Any], *, field: str = 'config.losses',
             run_values: Mapping[str, Any] | None = None) -> Composite:
   """Builds a `Composite` from config terms (see the module docstring for the accepted forms).
@@ -225,51 +270,17 @@ def compose(terms: Iterable[Any], *, field: str = 'config.losses',
     spec = _parse_term(raw, where)
     name = spec['name']
     loss = registry.get(name)
-    label = spec.get('label') or name
+    # A loss named by import path ('pkg.mod:fn') is labelled by its function name.
+    label = spec.get('label') or str(name).rpartition(':')[2]
     if not isinstance(label, str):
       raise errors.ConfigError(f'{where}.label={label!r} must be a string.')
     label = _unique_label(label, taken)
     taken.add(label)
-
-    kwargs = _as_dict(spec.get('kwargs') or {})
-    if kwargs is None:
-      raise errors.ConfigError(f"{where}.kwargs={spec['kwargs']!r} must be a mapping of hyperparameters.")
-    valid = loss.hyperparameters
-    kwargs = {**{k: v for k, v in (run_values or {}).items() if k in valid}, **kwargs}
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-      raise errors.ConfigError(
-          f"{where} ('{label}'): unknown kwarg(s) {', '.join(unknown)} for loss '{name}'; valid kwargs: "
-          f"{', '.join(valid) if valid else 'none (it takes no hyperparameters)'}.")
-
-    missing = sorted(k for k, default in valid.items()
-                     if default is inspect.Parameter.empty and k not in kwargs)
-    if missing:
-      raise errors.ConfigError(
-          f"{where} ('{label}'): loss '{name}' needs the hyperparameter(s) {', '.join(missing)}, "
-          f"which have no default; add them, e.g. kwargs={{{', '.join(repr(m) + ': ...' for m in missing)}}}.")
-
-    mapping = _as_dict(spec.get('inputs') or {})
-    if mapping is None:
-      raise errors.ConfigError(f"{where}.inputs={spec['inputs']!r} must map roles to outputs-dict keys.")
-    bad_roles = sorted(set(mapping) - set(loss.roles))
-    if bad_roles:
-      raise errors.ConfigError(
-          f"{where} ('{label}'): inputs has unknown role(s) {', '.join(bad_roles)} for loss '{name}'; "
-          f"its roles are: {', '.join(loss.roles)}.")
-    for role, key in mapping.items():
-      if not isinstance(key, str):
-        raise errors.ConfigError(f"{where}.inputs['{role}']={key!r} must be an outputs-dict key (a string).")
-    layer = spec.get('layer')
-    try:
-      inputs = tuple((role, mapping.get(role) or keys.for_role(role, layer)) for role in loss.roles)
-    except errors.ConfigError as e:
-      raise errors.ConfigError(f"{where} ('{label}', loss '{name}'): {e}") from None
-
+    context = f"{where} ('{label}')"
     built.append(Term(
         label=label, name=name, loss=loss, weight=_build_weight(spec['weight'], where),
-        kwargs=types.MappingProxyType(kwargs),
-        inputs=inputs, where=where))
+        kwargs=types.MappingProxyType(_term_kwargs(spec, loss, run_values, where, context)),
+        inputs=_term_inputs(spec, loss, where, context), where=where))
   if not built:
     raise errors.ConfigError(f"{field} is empty; add at least one loss term, e.g. [('ce', 1.0)].")
   return Composite(terms=tuple(built))

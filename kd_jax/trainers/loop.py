@@ -118,22 +118,9 @@ def run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh) -
 
   checkpointer = ckpt_lib.Checkpointer(workdir, save_every=settings.checkpoint_every,
                                        keep=settings.keep_checkpoints)
-  init_fn = jax.jit(task.init, out_shardings=repl)
-  abstract = jax.eval_shape(task.init, root_key)
-  start = checkpointer.latest_step()
-  if start is not None:
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                            abstract)
-    state, data_state = checkpointer.restore(abstract, start)
-    if data_state:
-      task.train_batches.set_state(data_state)
-    logging.info('Resumed from %s at step %d.', checkpointer.directory, start)
-    if chief:
-      print(f'[kd_jax] resuming {workdir} from step {start}', flush=True)
-  else:
-    state = init_fn(root_key)
-    start = 0
-
+  state, start = _init_or_restore(task, checkpointer, root_key, repl)
+  if start and chief:
+    print(f'[kd_jax] resuming {workdir} from step {start}', flush=True)
   writer = metric_writers.create_default_writer(workdir, just_logging=not chief, asynchronous=True)
   if start == 0 and chief:
     writer.write_hparams(dict(settings.hparams))
@@ -171,6 +158,21 @@ def run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh) -
   if chief:
     report.write_summary(f'{workdir}/summary.json', summary)
   return summary
+
+
+def _init_or_restore(task: Task, checkpointer: ckpt_lib.Checkpointer, root_key: Array,
+                     repl: jax.sharding.Sharding) -> tuple[PyTree, int]:
+  """The newest checkpoint's state (and data-iterator position), or a fresh init at step 0."""
+  start = checkpointer.latest_step()
+  if start is None:
+    return jax.jit(task.init, out_shardings=repl)(root_key), 0
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                          jax.eval_shape(task.init, root_key))
+  state, data_state = checkpointer.restore(abstract, start)
+  if data_state:
+    task.train_batches.set_state(data_state)
+  logging.info('Resumed from %s at step %d.', checkpointer.directory, start)
+  return state, start
 
 
 def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
