@@ -1,5 +1,5 @@
 """Pictures and summaries of a run: image grids, labelled teacher/student comparisons, PNG files,
-small line plots and the run's summary JSON.
+and the run's summary JSON.
 
 Everything here is host-side NumPy/PIL and takes plain arrays, so any trainer or script can use it.
 """
@@ -16,9 +16,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 _WHITE = 255
-# Distinct line colours for plot_curves (RGB), reused cyclically.
-_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-            (140, 86, 75), (227, 119, 194), (127, 127, 127))
 
 
 def to_uint8(images: Any) -> np.ndarray:
@@ -159,59 +156,3 @@ def write_summary(path: str, summary: Mapping[str, Any]) -> None:
   """
   text = json.dumps(to_jsonable(summary), indent=2, sort_keys=True) + '\n'
   _atomic_write(path, lambda f: f.write(text), 'w')
-
-
-def plot_curves(path: str, curves: Mapping[str, tuple[Any, Any]], *,
-                size: tuple[int, int] = (480, 300)) -> np.ndarray:
-  """Draws a small line plot of `{name: (steps, values)}` with PIL and saves it as PNG.
-
-  A quick look at training curves without a plotting dependency: shared axes, one colour per
-  curve, a legend under the axes, and the x/y ranges at the corners. Non-finite points are
-  skipped.
-
-  Returns:
-    The uint8 [H, W, 3] picture that was saved.
-  """
-  width, height = size
-  font = ImageFont.load_default()
-  picture = Image.new('RGB', size, (255, 255, 255))
-  draw = ImageDraw.Draw(picture)
-  series = {}
-  for name, (steps, values) in curves.items():
-    x, y = np.asarray(steps, np.float64).ravel(), np.asarray(values, np.float64).ravel()
-    if x.shape != y.shape:
-      raise ValueError(f'plot_curves: {name!r} has {x.size} steps but {y.size} values.')
-    keep = np.isfinite(x) & np.isfinite(y)
-    series[name] = (x[keep], y[keep])
-  points = [s for s in series.values() if s[0].size]
-  left, right, top, bottom = 60, width - 10, 10, height - 40
-  draw.rectangle((left, top, right, bottom), outline=(0, 0, 0))
-  if points:
-    x_all = np.concatenate([p[0] for p in points])
-    y_all = np.concatenate([p[1] for p in points])
-    x_lo, x_hi, y_lo, y_hi = x_all.min(), x_all.max(), y_all.min(), y_all.max()
-    # Flat data would divide by zero; widen the range so the line sits mid-plot instead.
-    x_hi = x_hi if x_hi > x_lo else x_lo + 1.0
-    y_lo, y_hi = (y_lo, y_hi) if y_hi > y_lo else (y_lo - 0.5, y_lo + 0.5)
-    legend_x = left
-    for i, (name, (x, y)) in enumerate(series.items()):
-      colour = _COLOURS[i % len(_COLOURS)]
-      px = left + (x - x_lo) / (x_hi - x_lo) * (right - left)
-      py = bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
-      xy = list(zip(px.tolist(), py.tolist()))
-      if len(xy) > 1:
-        draw.line(xy, fill=colour, width=2)
-      elif xy:
-        draw.ellipse((xy[0][0] - 2, xy[0][1] - 2, xy[0][0] + 2, xy[0][1] + 2), fill=colour)
-      # The legend goes under the axes, where no curve can hide it.
-      draw.text((legend_x, bottom + 20), name, fill=colour, font=font)
-      legend_x += _text_width(font, name) + 16
-    draw.text((2, top), f'{y_hi:.4g}', fill=(0, 0, 0), font=font)
-    draw.text((2, bottom - 10), f'{y_lo:.4g}', fill=(0, 0, 0), font=font)
-    draw.text((left, bottom + 4), f'{x_lo:.6g}', fill=(0, 0, 0), font=font)
-    x_hi_text = f'{x_hi:.6g}'
-    draw.text((right - _text_width(font, x_hi_text), bottom + 4), x_hi_text, fill=(0, 0, 0),
-              font=font)
-  image = np.asarray(picture, np.uint8)
-  save_png(path, image)
-  return image

@@ -79,16 +79,3 @@ def test_write_summary_round_trips_numpy_and_jax_values(tmp_path):
   report.write_summary(str(path), {'step': 2})  # replaces the file whole
   assert json.loads(path.read_text()) == {'step': 2}
   assert os.listdir(path.parent) == ['summary.json']
-
-
-def test_plot_curves_draws_each_curve(tmp_path):
-  path = tmp_path / 'curves.png'
-  steps = np.arange(10)
-  picture = report.plot_curves(str(path), {'loss': (steps, np.exp(-steps / 3)),
-                                           'acc': (steps, np.linspace(0.1, 0.9, 10)),
-                                           'nan': (steps, np.full(10, np.nan))})
-  assert picture.shape == (300, 480, 3)
-  colours = {tuple(c) for c in picture.reshape(-1, 3)}
-  assert report._COLOURS[0] in colours and report._COLOURS[1] in colours
-  with Image.open(path) as png:
-    np.testing.assert_array_equal(np.asarray(png), picture)

@@ -1,9 +1,11 @@
 """End to end through the classification trainer: every loss-library method of the benchmark config,
 stages, several teachers, function matching, CRD's memory bank, and their config errors."""
+import functools
 import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -11,7 +13,8 @@ from conftest import load_config
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, errors, losses, models, parallel
 from kd_jax.losses import contrast
-from kd_jax.trainers import classification
+from kd_jax.train_state import TrainState
+from kd_jax.trainers import classification, classification_eval, common, stages as stages_lib
 
 load_config('fashion_mnist/methods.py', 'kd,tiny')  # puts the repository root on sys.path
 from configs.fashion_mnist import methods as methods_config  # pylint: disable=wrong-import-position
@@ -35,16 +38,40 @@ def _flat(tree):
 
 
 @pytest.mark.parametrize('method', METHODS + ['fitnet_stages'])
-def test_every_method_builds_and_traces(method, tiny_data_dir, teacher_workdir, tmp_path,
-                                        monkeypatch):
-  """Every benchmark config restores its teacher, sizes its extras and traces each stage's step
-  (the trainer traces abstractly before the loop; the loop itself is skipped here)."""
-  from kd_jax.trainers import loop
-  tasks = []
-  monkeypatch.setattr(loop, 'run', lambda task, *args: tasks.append(task) or {})
-  classification.train_and_evaluate(_config(method, tiny_data_dir, teacher_workdir), str(tmp_path))
-  assert len(tasks) == 1 and len(tasks[0].step_functions()) == (2 if method == 'fitnet_stages'
-                                                                 else 1)
+def test_every_method_builds_a_spec_whose_steps_log_every_term(method, tiny_data_dir,
+                                                               teacher_workdir, tmp_path):
+  """Every benchmark config restores its teacher, sizes its extras, and each stage's importable
+  step (traced abstractly: nothing runs) logs each of the stage's terms, weighted and raw."""
+  config = _config(method, tiny_data_dir, teacher_workdir)
+  run = common.prepare(config, classification.default_config(), str(tmp_path), with_eval=False)
+  example = jnp.zeros((1, *run.image_shape), jnp.float32)
+  student = config_utils.build_model(config.model, 'config.model')
+  teachers = common.restore_teachers(config, role='model', example=example)
+  spec, stage_list = classification.build_spec(config, student, teachers, run.train_source, example)
+  assert len(stage_list) == (2 if method == 'fitnet_stages' else 1)
+  tx = stages_lib.make_tx(stage_list)
+  state = jax.eval_shape(lambda: TrainState.create(
+      **dict(zip(('params', 'model_state'), spec.distiller.init(jax.random.key(0), example))), tx=tx))
+  batch = classification_eval.abstract_batch(config.data.batch_size, run.train_source)
+  tree = spec.distiller.teacher_tree(teachers)
+  for i, stage in enumerate(stage_list):
+    _, metrics = jax.eval_shape(functools.partial(classification.train_step, spec=spec, stage=i),
+                                state, tree, batch, jax.random.key(0))
+    for label in stage.composite.labels:
+      assert {label, f'{label}/raw'} <= set(metrics), (method, label)
+    assert all(m.shape == () for m in metrics.values())
+
+
+def _export_top1(workdir, config, data_dir):
+  """Top-1 of the exported student on the eval split, recomputed here from the export alone."""
+  from kd_jax import data  # pylint: disable=import-outside-toplevel
+  exported = ckpt_lib.load_export_numpy(workdir)['model']
+  source = data.get_source('fashion_mnist', 'test', data_dir=data_dir)
+  images = np.stack([np.asarray(source[i]['image']) for i in range(len(source))])
+  labels = np.asarray([int(source[i]['label']) for i in range(len(source))])
+  student = config_utils.build_model(config.model, 'config.model')
+  logits = student.apply(exported, images.astype(np.float32) / 127.5 - 1.0, train=False)
+  return float(np.mean(np.argmax(logits, -1) == labels))
 
 
 # Full tiny runs for the methods with their own code paths (the others differ only in the pure
@@ -55,7 +82,8 @@ def test_method_trains_and_exports_only_the_student(method, tiny_data_dir, teach
                                                     tmp_path):
   config = _config(method, tiny_data_dir, teacher_workdir)
   summary = classification.train_and_evaluate(config, str(tmp_path))
-  assert 0.0 <= summary['eval']['eval/student_top1'] <= 1.0
+  assert summary['eval']['eval/student_top1'] == pytest.approx(
+      _export_top1(str(tmp_path), config, tiny_data_dir), abs=1e-9)
   exported = ckpt_lib.load_export_numpy(str(tmp_path))
   n_exported = sum(v.size for k, v in _flat(exported).items() if "'params'" in k)
   # Adapters, VID regressors/variances and CRD embeddings are trained but never exported.
