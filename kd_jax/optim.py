@@ -7,7 +7,7 @@ from typing import Any
 import ml_collections
 import optax
 
-from kd_jax import errors
+from kd_jax import config_utils, errors
 
 _OPTIMIZERS = ('sgd', 'adam', 'adamw')
 _SCHEDULES = ('constant', 'cosine', 'linear')
@@ -25,15 +25,22 @@ def learning_rate(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   elif name == 'linear':
     decay = optax.linear_schedule(lr, 0.0, decay_steps)
   else:
-    raise errors.ConfigError(f"unknown schedule {name!r} in config.optimizer.schedule; use one of "
+    raise errors.ConfigError(f"unknown schedule {name!r}; use one of "
                              f"{', '.join(_SCHEDULES)}.")
   if warmup <= 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """`config.optimizer` → optax transformation (with optional global-norm clipping)."""
+def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
+                   field: str = 'config.optimizer') -> optax.GradientTransformation:
+  """An optimizer config (`field` names it in errors) → optax transformation (optional clipping)."""
+  with config_utils.field_context(field):
+    return _make_optimizer(cfg, total_steps)
+
+
+def _make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int
+                    ) -> optax.GradientTransformation:
   name = cfg.get('name', 'adam')
   sched = learning_rate(cfg, total_steps)
   wd = float(cfg.get('weight_decay', 0.0))
@@ -48,7 +55,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
   elif name == 'adamw':
     tx = optax.adamw(sched, b1=cfg.get('b1', 0.9), b2=cfg.get('b2', 0.999), weight_decay=wd)
   else:
-    raise errors.ConfigError(f"unknown optimizer {name!r} in config.optimizer.name; use one of "
+    raise errors.ConfigError(f"unknown optimizer {name!r}; use one of "
                              f"{', '.join(_OPTIMIZERS)}.")
   clip = cfg.get('grad_clip_norm', 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx

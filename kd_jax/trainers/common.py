@@ -16,6 +16,7 @@ import numpy as np
 from kd_jax import config_utils, data, errors, keys, parallel
 from kd_jax import teacher as teacher_lib
 from kd_jax.checkpoint import ensure_workdir
+from kd_jax.distill import core
 from kd_jax.metrics import cost
 from kd_jax.types import Array, PyTree
 
@@ -92,6 +93,27 @@ def restore_teachers(config: ml_collections.ConfigDict, *, role: str, example: A
                                            init_kwargs={'train': False, **call_kwargs},
                                            field=where))
   return out
+
+
+def restore_critic(checkpoint: str, field: str, *, role: str, layers: Sequence[str],
+                   required: Iterable[str], example: Array, labels: Array | None = None
+                   ) -> tuple[Any, Any]:
+  """A frozen critic network (a GAN's D, a classifier) for the `frozen_*` keys, and its variables.
+
+  `labels` is passed to a critic that reads them (a conditional D); `layers` are the module paths of
+  `frozen_*_features` (required when a term reads them).
+  """
+  if not layers and any('features' in k or 'embedding' in k for k in required
+                        if k.startswith('frozen_')):
+    raise errors.ConfigError('config.losses reads frozen features but config.frozen_net.layers '
+                             "is empty; list module paths, e.g. ['block0', 'block1'].")
+  kw = {} if labels is None else {'labels': labels}
+  net = teacher_lib.restore_teacher(checkpoint, {}, role=role, init_args=(example,),
+                                    init_kwargs={'train': False, **kw}, field=field)
+  critic = core.Critic(net.module, tuple(layers), takes_labels=labels is not None)
+  with config_utils.field_context('config.frozen_net.layers'):
+    jax.eval_shape(lambda v: critic.outputs('student', v, example, labels), net.variables)
+  return critic, core.Frozen(net.module, net.variables)
 
 
 def checkpoints_of(config: ml_collections.ConfigDict) -> list[str]:

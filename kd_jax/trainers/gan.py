@@ -112,8 +112,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               config_utils.build_model(config.discriminator, 'config.discriminator'), zdim,
               num_classes if config.conditional else 0, float(config.r1_gamma),
               float(config.ema_decay))
-  g_tx = optim.make_optimizer(config.g_optimizer, config.total_steps)
-  d_tx = optim.make_optimizer(config.d_optimizer, config.total_steps)
+  g_tx = optim.make_optimizer(config.g_optimizer, config.total_steps,
+                              'config.g_optimizer')
+  d_tx = optim.make_optimizer(config.d_optimizer, config.total_steps,
+                              'config.d_optimizer')
   z0 = jnp.zeros((1, zdim), jnp.float32)
   x0 = jnp.zeros((1, *run.image_shape), jnp.float32)
   y0 = jnp.zeros((1,), jnp.int32) if config.conditional else None

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from kd_jax import config_utils, errors, losses, optim, parallel
-from kd_jax import teacher as teacher_lib
 from kd_jax.data import augment
 from kd_jax.distill import core
 from kd_jax.losses.compose import Composite
@@ -124,24 +123,15 @@ def _critic(config: ml_collections.ConfigDict, required: frozenset[str], x0: Arr
   """The frozen critic the `frozen_*` terms read: the teacher run's D or a trained classifier."""
   if not any(k.startswith('frozen_') for k in required):
     return None, None
-  kind, layers = config.frozen_net.kind, tuple(config.frozen_net.layers)
+  kind = config.frozen_net.kind
   if kind not in ('teacher_discriminator', 'classifier'):
     raise errors.ConfigError(f'config.losses reads frozen_* keys but config.frozen_net.kind={kind!r}; '
                              "set it to 'teacher_discriminator' or 'classifier'.")
-  if not layers and any('features' in k or 'embedding' in k for k in required
-                        if k.startswith('frozen_')):
-    raise errors.ConfigError('config.losses reads frozen features but config.frozen_net.layers '
-                             "is empty; list module paths, e.g. ['block0', 'block1'].")
   is_d = kind == 'teacher_discriminator'
-  net = teacher_lib.restore_teacher(
-      config.teacher.checkpoint if is_d else config.frozen_net.checkpoint, {},
-      role='discriminator' if is_d else 'model', init_args=(x0,),
-      init_kwargs={'train': False, **({'labels': y0} if is_d else {})},
-      field='config.teacher' if is_d else 'config.frozen_net')
-  critic = core.Critic(net.module, layers, takes_labels=is_d)
-  with config_utils.field_context('config.frozen_net.layers'):
-    jax.eval_shape(lambda v: critic.outputs('student', v, x0, y0), net.variables)
-  return critic, core.Frozen(net.module, net.variables)
+  return common.restore_critic(
+      config.teacher.checkpoint if is_d else config.frozen_net.checkpoint,
+      'config.teacher' if is_d else 'config.frozen_net', role='discriminator' if is_d else 'model',
+      layers=config.frozen_net.layers, required=required, example=x0, labels=y0 if is_d else None)
 
 
 def build_spec(config: ml_collections.ConfigDict, teacher: Any, image_shape: tuple[int, ...]
@@ -177,7 +167,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   teacher = distill_eval.restore_generator_teacher(config, run.image_shape)
   spec, critic_net = build_spec(config, teacher, run.image_shape)
   tx = optim.make_optimizer(config.optimizer, config.total_steps)
-  d_tx = optim.make_optimizer(config.adversarial.optimizer, config.total_steps)
+  d_tx = optim.make_optimizer(config.adversarial.optimizer, config.total_steps,
+                              'config.adversarial.optimizer')
   z0 = jnp.zeros((1, spec.latent_dim), jnp.float32)
   y0 = jnp.zeros((1,), jnp.int32) if spec.num_classes else None
 

@@ -77,7 +77,9 @@ def build(config: ml_collections.ConfigDict, run_values: dict[str, Any] | None =
 
 def make_tx(stage_list: list[Stage]) -> optax.GradientTransformation | optim.Stages:
   """One optimizer (a single stage) or `optim.Stages` with each stage's schedule over its steps."""
-  txs = tuple(optim.make_optimizer(s.optimizer, s.steps) for s in stage_list)
+  fields = (['config.optimizer'] if len(stage_list) == 1
+            else [f'config.stages[{i}].optimizer' for i in range(len(stage_list))])
+  txs = tuple(optim.make_optimizer(s.optimizer, s.steps, f) for s, f in zip(stage_list, fields))
   return txs[0] if len(txs) == 1 else optim.Stages(txs)
 
 
