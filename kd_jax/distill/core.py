@@ -103,8 +103,7 @@ class Distiller:
       y, feats, _ = features_lib.apply_with_features(module, variables, x, self.teacher_paths[i],
                                                      train=False, rngs=rngs, **call_kwargs)
       results.append(y)
-      if len(self.teachers) > 1:
-        out[f'teacher{i}_{self.output}'] = y
+      out[f'teacher{i}_{self.output}'] = y
       if i == 0:
         out.update({f'{keys.TEACHER_FEATURES}/{p}': f for p, f in feats.items()})
       out.update({f'teacher{j}_features/{p}': feats[p] for j, p in self.indexed if j == i})

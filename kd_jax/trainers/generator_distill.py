@@ -42,6 +42,7 @@ from kd_jax.types import Array, Batch, PyTree
 OFFERS = ('student_images', 'teacher_images', 'student_features', 'teacher_features', 'adapted',
           'fake_logits') + tuple(f'frozen_{w}_{x}' for w in ('student', 'teacher')
                                  for x in ('logits', 'features', 'embedding'))
+FROZEN_KINDS = ('none', 'teacher_discriminator', 'classifier')
 
 
 @flax.struct.dataclass
@@ -121,10 +122,12 @@ def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *
 def _critic(config: ml_collections.ConfigDict, required: frozenset[str], x0: Array,
             y0: Array | None) -> tuple[core.Critic | None, core.Frozen | None]:
   """The frozen critic the `frozen_*` terms read: the teacher run's D or a trained classifier."""
+  kind = config.frozen_net.kind
+  if kind not in FROZEN_KINDS:
+    raise errors.ConfigError(f'config.frozen_net.kind={kind!r}; use one of {FROZEN_KINDS}.')
   if not any(k.startswith('frozen_') for k in required):
     return None, None
-  kind = config.frozen_net.kind
-  if kind not in ('teacher_discriminator', 'classifier'):
+  if kind == 'none':
     raise errors.ConfigError(f'config.losses reads frozen_* keys but config.frozen_net.kind={kind!r}; '
                              "set it to 'teacher_discriminator' or 'classifier'.")
   is_d = kind == 'teacher_discriminator'
