@@ -43,6 +43,17 @@ def main(argv):
           f"tensorboard --logdir {_WORKDIR.value}", flush=True)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with config-flag errors (a misspelled --config.<field> raises ml_collections'
+  AttributeError, not flags.Error) as one line and exit code 2, like every other user error."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    print(f"kd_jax: error: bad flag: {' '.join(text.split())}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def _quiet_logs() -> None:
   # Orbax/clu INFO lines drown the progress line; --verbosity=0 brings them back.
   if not flags.FLAGS['verbosity'].present:
@@ -50,4 +61,4 @@ def _quiet_logs() -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

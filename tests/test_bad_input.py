@@ -99,14 +99,3 @@ def test_launch_reports_one_line_and_nonzero_exit(tmp_path):
   assert proc.returncode == 2
   lines = [l for l in proc.stderr.splitlines() if l.startswith('kd_jax: error:')]
   assert len(lines) == 1 and 'does not exist' in lines[0]
-
-
-def test_misspelled_override_is_rejected_by_the_flag_parser():
-  """launch.py's locked config: `--config.<typo>` fails at flag parsing, before anything runs."""
-  from absl import flags
-  from ml_collections import config_flags
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, '', flag_values=flag_values, lock_config=True)
-  with pytest.raises(flags.Error, match='learning_rte'):
-    flag_values(['launch.py', f'--config={REPO}/configs/fashion_mnist/teacher.py:tiny',
-                 '--config.optimizer.learning_rte=0.1'])

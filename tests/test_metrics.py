@@ -1,4 +1,6 @@
 """Classification metrics (per-example, masked, jit-safe) and model cost (params, FLOPs)."""
+import types
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -52,9 +54,27 @@ def test_flops_accepts_every_cost_analysis_shape():
   assert np.isnan(cost._flops_of([{'bytes accessed': 1.0}]))
 
 
-def test_throughput_runs_and_scales_by_items_per_call():
-  # Only that it runs and returns a positive rate: wall-clock values are never asserted.
-  rate = cost.throughput(lambda x: x * 2, jnp.ones(4), n_iters=2, warmup=1, items_per_call=4)
-  assert np.isfinite(rate) and rate > 0
+def test_throughput_times_only_the_measured_calls(monkeypatch):
+  """A fake clock that reads the number of finished calls: the rate is n_iters · items over the
+  clock span of exactly the n_iters timed calls (compilation and warm-up outside it, each call
+  waited for). No wall-clock value is asserted."""
+  finished = []
+
+  def count(x):
+    finished.append(1)
+    return x * 2
+
+  # The output depends on the host callback, so a call is finished only once it has counted.
+  fn = lambda x: jax.pure_callback(count, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+  # Each finished call "takes" 0.25 s on the clock `throughput` reads (only that module's clock).
+  fake_time = types.SimpleNamespace(perf_counter=lambda: 0.25 * len(finished))
+  monkeypatch.setattr(cost, 'time', fake_time)
+  rate = cost.throughput(fn, jnp.ones(4), n_iters=6, warmup=3, items_per_call=4)
+  assert len(finished) == 3 + 6
+  assert rate == pytest.approx(6 * 4 / (6 * 0.25))
+  finished.clear()
+  # warmup=0 still makes one untimed call, so compilation is never timed.
+  assert cost.throughput(fn, jnp.ones(4), n_iters=2, warmup=0) == pytest.approx(2 / 0.5)
+  assert len(finished) == 1 + 2
   with pytest.raises(ValueError, match='n_iters'):
     cost.throughput(lambda x: x, jnp.ones(1), n_iters=0)

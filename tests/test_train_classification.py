@@ -1,4 +1,6 @@
-"""End to end: teacher → frozen teacher → KD student; resume; 1 vs 8 devices; teacher unchanged."""
+"""End to end: teacher → frozen teacher → KD student (closer to the teacher than the scratch
+student); resume; 1 vs 8 devices; teacher checkpoint unchanged. (That the step never changes or
+differentiates the teacher it is handed: tests/test_steps.py.)"""
 import glob
 import json
 import os
@@ -9,16 +11,13 @@ import pytest
 
 from conftest import tiny_config
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax import data, parallel
+from kd_jax import config_utils, data, parallel
+from kd_jax.metrics import classification as cls_metrics
 from kd_jax.trainers import classification
-
-
 
 
 def _export(workdir):
   return ckpt_lib.load_export_numpy(workdir)
-
-
 
 
 def _flat(tree):
@@ -26,54 +25,66 @@ def _flat(tree):
           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def test_teacher_run_writes_checkpoint_summary_and_events(teacher_workdir):
+def _eval_logits(workdir, model_config, data_dir):
+  """Logits of a run's exported model on the whole eval split, recomputed here from the export."""
+  source = data.get_source('fashion_mnist', 'test', data_dir=data_dir)
+  images = np.stack([np.asarray(source[i]['image']) for i in range(len(source))])
+  labels = np.asarray([int(source[i]['label']) for i in range(len(source))])
+  model = config_utils.build_model(model_config, 'model')
+  logits = model.apply(_export(workdir)['model'], images.astype(np.float32) / 127.5 - 1.0,
+                       train=False)
+  return np.asarray(logits), labels
+
+
+def test_teacher_run_writes_checkpoint_summary_and_events(teacher_workdir, tiny_data_dir):
   summary = json.load(open(os.path.join(teacher_workdir, 'summary.json')))
-  assert 0.0 <= summary['eval']['eval/student_top1'] <= 1.0
+  # The reported top-1 is the exported model's on the eval split, recomputed from the export.
+  logits, labels = _eval_logits(teacher_workdir, tiny_config('fashion_mnist/teacher.py', '').model,
+                                tiny_data_dir)
+  assert summary['eval']['eval/student_top1'] == pytest.approx(np.mean(logits.argmax(-1) == labels),
+                                                               abs=1e-9)
   assert summary['student']['params'] > 0 and summary['student']['flops_per_example'] > 0
   assert glob.glob(os.path.join(teacher_workdir, '**', 'events.out.tfevents.*'), recursive=True)
   exported = _export(teacher_workdir)
   assert set(exported) == {'model'} and 'params' in exported['model']
 
 
-def test_kd_student_from_teacher_checkpoint_and_teacher_unchanged(teacher_workdir, tiny_data_dir,
-                                                                  tmp_path):
+def test_kd_student_follows_the_teacher_closer_than_scratch_and_leaves_it_unchanged(
+    teacher_workdir, tiny_data_dir, tmp_path):
+  """Same student, steps and seed: trained on the KD term alone it agrees with the teacher far more
+  than trained on labels alone (the tiny teacher is poor, so the two targets differ). Measured on
+  seeds 0-2 (30 steps): KD 0.66-0.86 agreement, labels 0.07-0.18."""
   before = _flat(_export(teacher_workdir))
-  config = tiny_config('fashion_mnist/kd_student.py', tiny_data_dir,
-                 **{'teacher.checkpoint': teacher_workdir})
-  summary = classification.train_and_evaluate(config, str(tmp_path))
+  agreement = {}
+  for name, losses in (('kd', [('kd', 1.0, {'temperature': 1.0})]), ('scratch', [('ce', 1.0, {})])):
+    # The scratch student gets the teacher too, only so the evaluation reports its agreement.
+    config = tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, **{
+        'teacher.checkpoint': teacher_workdir, 'total_steps': 30, 'log_every': 30,
+        'checkpoint_every': 30, 'optimizer.learning_rate': 1e-2})
+    config.losses = losses
+    summary = classification.train_and_evaluate(config, str(tmp_path / name))
+    agreement[name] = summary['eval']['eval/agreement']
+    if name == 'kd':
+      kd_summary, kd_config = summary, config
+  assert agreement['kd'] > agreement['scratch'] + 0.3, agreement
+  # The reported agreement is the exported student's with the exported teacher, recomputed.
+  s_logits, labels = _eval_logits(str(tmp_path / 'kd'), kd_config.model, tiny_data_dir)
+  t_logits, _ = _eval_logits(teacher_workdir, kd_config.teacher.model, tiny_data_dir)
+  assert agreement['kd'] == pytest.approx(
+      float(np.mean(cls_metrics.agreement(s_logits, t_logits))), abs=1e-9)
+  assert kd_summary['eval']['eval/teacher_top1'] == pytest.approx(
+      np.mean(t_logits.argmax(-1) == labels), abs=1e-9)
   # The teacher's checkpoint is bitwise unchanged by distillation...
   after = _flat(_export(teacher_workdir))
   assert before.keys() == after.keys()
   for k in before:
     np.testing.assert_array_equal(before[k], after[k])
-  # ...the student run evaluated it, and its own export holds only the student.
-  assert 'eval/teacher_top1' in summary['eval'] and 'eval/agreement' in summary['eval']
-  assert summary['teacher']['params'] > summary['student']['params']
-  student_export = _flat(_export(str(tmp_path)))
+  # ...and the student run's export holds only the student.
+  assert kd_summary['teacher']['params'] > kd_summary['student']['params']
+  student_export = _flat(_export(str(tmp_path / 'kd')))
+  assert {k.split("']")[0] for k in student_export} == {"['model"}
   n_student = sum(v.size for k, v in student_export.items() if "'params'" in k)
-  assert n_student == summary['student']['params']
-
-
-def test_teacher_params_bitwise_unchanged_in_memory(teacher_workdir, tiny_data_dir, tmp_path,
-                                                    monkeypatch):
-  """The very arrays handed to the train step are the same bits after training."""
-  from kd_jax import teacher as teacher_lib
-  seen = {}
-  real_restore = teacher_lib.restore_teacher
-
-  def spy(*args, **kwargs):
-    t = real_restore(*args, **kwargs)
-    seen['before'] = _flat(jax.device_get(t.variables))
-    seen['teacher'] = t
-    return t
-
-  monkeypatch.setattr(teacher_lib, 'restore_teacher', spy)
-  config = tiny_config('fashion_mnist/kd_student.py', tiny_data_dir,
-                 **{'teacher.checkpoint': teacher_workdir})
-  classification.train_and_evaluate(config, str(tmp_path))
-  after = _flat(jax.device_get(seen['teacher'].variables))
-  for k, v in seen['before'].items():
-    np.testing.assert_array_equal(v, after[k])
+  assert n_student == kd_summary['student']['params']
 
 
 class _Preempted(Exception):
