@@ -50,6 +50,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:
     text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    # ml_collections nests a KeyError's repr in its message: unescape it for one readable line.
+    text = text.replace('\\n', ' ').replace("\\'", "'").replace("''", "'")
+    if text.endswith("'") and text.count("'") % 2:
+      text = text[:-1]
     print(f"kd_jax: error: bad flag: {' '.join(text.split())}", file=sys.stderr, flush=True)
     sys.exit(2)
 
