@@ -221,14 +221,19 @@ def test_readme_out_of_tree_model_loss_and_config_run_through_launch(tmp_path, t
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = tmp_path / 'run'
   env = dict(os.environ, PYTHONPATH=str(tmp_path),
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+             XLA_FLAGS='--xla_force_host_platform_device_count=1')
   proc = subprocess.run(
       [sys.executable, 'launch.py', f'--config={pkg / "config.py"}:tiny', f'--workdir={workdir}',
-       f'--config.data.data_dir={tiny_data_dir}', f'--config.teacher.checkpoint={teacher_workdir}'],
+       f'--config.data.data_dir={tiny_data_dir}', f'--config.teacher.checkpoint={teacher_workdir}',
+       '--config.total_steps=4'],
       cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'logit_l1=' in proc.stdout  # the user loss is a logged term, labelled by its name
   summary = json.loads((workdir / 'summary.json').read_text())
+  # The flag overrides reached the run: 4 steps, not the tiny config's 6; the teacher evaluated.
+  assert summary['step'] == 4 and 'step 4/4' in proc.stdout
+  assert {'eval/student_top1', 'eval/teacher_top1', 'eval/agreement'} <= set(summary['eval'])
+  assert f'done: summary at {workdir}/summary.json' in proc.stdout
   assert summary['student']['model']['name'] == 'my_kd.models:TinyNet'
   # The user's config replaces kd_student's model: TinyNet at its default width 8 (conv 3·3·1·8+8,
   # features 3·3·8·16+16, head 16·10+10).
@@ -252,7 +257,7 @@ def test_readme_notebook_example_runs(monkeypatch, tmp_path):
                'images': images, 'labels': labels}
   exec(_readme_example('notebook'), namespace)  # pylint: disable=exec-used
   student_vars, history = namespace['student_vars'], namespace['history']
-  assert history[-1]['step'] == 200 and {'kd', 'ce', 'kd/raw', 'agreement'} <= set(history[-1])
+  assert history[-1]['step'] == 100 and {'kd', 'ce', 'kd/raw', 'agreement'} <= set(history[-1])
   logits = TinyNet(num_classes=10).apply(student_vars, jnp.zeros((2, 12, 12, 1)), train=False)
   assert logits.shape == (2, 10)
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, teacher_vars))
