@@ -55,11 +55,6 @@ class Key:
   index: int | None = None
 
   @property
-  def teacher_index(self) -> int:
-    """Which teacher this key reads (0 unless indexed)."""
-    return self.index or 0
-
-  @property
   def reads_teacher(self) -> bool:
     return self.family.startswith('teacher') or self.family in PAIRED or self.family.startswith(
         ('crd_', 'frozen_teacher'))

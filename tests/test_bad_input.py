@@ -99,3 +99,13 @@ def test_launch_reports_one_line_and_nonzero_exit(tmp_path):
   assert proc.returncode == 2
   lines = [l for l in proc.stderr.splitlines() if l.startswith('kd_jax: error:')]
   assert len(lines) == 1 and 'does not exist' in lines[0]
+
+
+def test_misspelled_override_fails_with_one_line_and_no_traceback(tmp_path):
+  proc = _launch('--config', 'configs/fashion_mnist/kd_student.py:tiny',
+                 f'--workdir={tmp_path / "w"}', '--config.totl_steps=3')
+  assert proc.returncode != 0
+  assert 'Traceback' not in proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if 'totl_steps' in l]
+  assert len(lines) == 1 and 'total_steps' in lines[0], proc.stderr[-3000:]
+  assert not os.path.exists(tmp_path / 'w')

@@ -175,7 +175,7 @@ def build(student: nn.Module, teachers: Sequence[Frozen], required: Iterable[str
   if adapter not in heads.ADAPTER_KINDS:
     raise errors.ConfigError(f"adapter {adapter!r}; use one of {', '.join(heads.ADAPTER_KINDS)}.")
   for k in parsed:
-    if k.reads_teacher and k.teacher_index >= max(len(teachers), 1) and k.index is not None:
+    if k.index is not None and k.index >= len(teachers):
       raise errors.ConfigError(
           f"the loss terms read '{k}' but only {len(teachers)} teacher(s) are given (indices "
           f'0..{len(teachers) - 1}).')

@@ -149,9 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Trace every stage's step abstractly now (nothing runs): a loss that rejects its inputs' shapes
   # fails here with its message, before the workdir gets checkpoints or event files.
   batch = classification_eval.abstract_batch(config.data.batch_size, run.train_source)
+  abstract_state = jax.eval_shape(init, jax.random.key(0))
   for step in steps:
-    jax.eval_shape(step, jax.eval_shape(init, jax.random.key(0)), teacher_tree, batch,
-                   jax.random.key(0))
+    jax.eval_shape(step, abstract_state, teacher_tree, batch, jax.random.key(0))
   evaluator = classification_eval.Evaluator(student, tuple(t.module for t in teachers),
                                             teacher_tree, run.eval_source,
                                             int(config.data.eval_batch_size), run.mesh)
