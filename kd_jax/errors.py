@@ -6,6 +6,7 @@
 
 class KDError(Exception):
   """Base class for errors a user can cause (configs, paths, shapes, checkpoints, datasets)."""
+  exit_code = 2
 
 
 class ConfigError(KDError, ValueError):
@@ -18,3 +19,22 @@ class CheckpointError(KDError):
 
 class DatasetUnavailableError(KDError):
   """A dataset cannot be read or built here; the message says how to get it."""
+
+
+class DivergedError(KDError):
+  """Training produced a non-finite loss, gradient or state; nothing non-finite was saved."""
+  exit_code = 3
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT arrived; a checkpoint at `step` was written and the run stopped cleanly.
+
+  Not a `KDError`: nothing is wrong. launch.py exits with `exit_code` = 128 + the signal number (143
+  for SIGTERM, 130 for SIGINT), the code a scheduler expects from a terminated job.
+  """
+
+  def __init__(self, signal_name: str, signum: int, step: int):
+    super().__init__(f'preempted ({signal_name}) at step {step}: checkpoint saved; rerun the same '
+                     'command to resume')
+    self.step = step
+    self.exit_code = 128 + signum

@@ -16,13 +16,15 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
 
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax import parallel, report
+from kd_jax import errors, parallel, report, run_identity
+from kd_jax import preemption as preemption_lib
 from kd_jax.types import Array, Batch, PyTree
 
 
@@ -55,12 +57,30 @@ class Settings:
   checkpoint_every: int
   keep_checkpoints: int
   hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # The run's defining fields (see kd_jax.run_identity); empty: not checked.
+  identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for name, low in _LOWEST.items():
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise errors.ConfigError(f'config.{name}={value!r} must be an integer.')
+      if value < low:
+        raise errors.ConfigError(f'config.{name}={value} must be >= {low} ({_MEANING[name]}).')
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'Settings':
     hparams = {k: v for k, v in _flat_config(config).items()
                if isinstance(v, (int, float, str, bool))}
-    return cls(config.trainer, *(int(config[f]) for f in LOOP_FIELDS), hparams=hparams)
+    return cls(config.trainer, *(config[f] for f in LOOP_FIELDS), hparams=hparams,
+               identity=run_identity.of_config(config))
+
+
+_LOWEST = {'seed': -2**63, 'total_steps': 1, 'log_every': 1, 'eval_every': 0,
+           'checkpoint_every': 1, 'keep_checkpoints': 1}
+_MEANING = {'total_steps': 'steps to train', 'log_every': 'steps per progress line',
+            'eval_every': 'steps per evaluation; 0 evaluates only at the end',
+            'checkpoint_every': 'steps per checkpoint', 'keep_checkpoints': 'checkpoints kept'}
 
 
 @dataclasses.dataclass
@@ -101,24 +121,86 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
 
 
-def _check_finite(metrics: Mapping[str, float], step: int) -> None:
-  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
-  if bad:
-    raise FloatingPointError(
-        f'non-finite {bad} at step {step}; lower config.optimizer.learning_rate or check the loss '
-        'weights (the last good checkpoint is kept in the workdir).')
+def _with_finite_flags(step_fn: Callable[..., Any]) -> Callable[..., Any]:
+  """The step, also returning `[metrics finite, new state finite]` computed on device.
+
+  Two fused reductions per step; the host reads the flags only before a save or a progress line.
+  """
+  def step(state, teacher, batch, rng):
+    state, metrics = step_fn(state, teacher, batch, rng)
+    return state, metrics, jnp.stack([_all_finite(metrics), _all_finite(state)])
+  return step
+
+
+def _all_finite(tree: PyTree) -> Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _divergence(step: int, metrics: Mapping[str, float], state_finite: bool,
+                last_saved: int | None) -> errors.DivergedError:
+  """One line: the step, the non-finite values (raw and weighted), the saved step, the fix."""
+  terms = sorted(k for k in metrics if not k.endswith('/raw') and k + '/raw' in metrics)
+
+  def term(k: str) -> str:
+    raw, weighted = metrics[k + '/raw'], metrics[k]
+    return f'{k}={weighted:.3g} (raw {raw:.3g})'
+
+  bad = [k for k in sorted(metrics) if not np.isfinite(metrics[k]) and not k.endswith('/raw')]
+  bad_terms = [k for k in terms if k in bad or not np.isfinite(metrics[k + '/raw'])]
+  what = []
+  if bad_terms:
+    what.append('loss terms ' + ', '.join(term(k) for k in bad_terms))
+  other = [k for k in bad if k not in bad_terms]
+  if other:
+    what.append(', '.join(f'{k}={metrics[k]:.3g}' for k in other))
+    if not bad_terms and terms:
+      # A finite loss with a non-finite gradient: the largest weighted terms are the suspects.
+      big = sorted(terms, key=lambda k: -abs(metrics[k]))[:3]
+      what.append('largest weighted terms ' + ', '.join(term(k) for k in big))
+  if not state_finite and not bad:
+    what.append('the updated parameters or optimizer state')
+  saved = (f'the newest checkpoint, step {last_saved}, is finite' if last_saved is not None
+           else 'no checkpoint was written')
+  return errors.DivergedError(
+      f'training diverged at step {step}: non-finite {"; ".join(what)}. Nothing non-finite was '
+      f'saved: {saved}. Lower config.optimizer.learning_rate or the loss weights and start a new '
+      '--workdir.')
 
 
 def run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Trains `task` for `settings.total_steps`, resuming from `workdir` if it holds a checkpoint."""
+  """Trains `task` for `settings.total_steps`, resuming from `workdir` if it holds a checkpoint.
+
+  Raises:
+    errors.CheckpointError: the workdir belongs to a run with another config, or no checkpoint in
+      it can be restored (nothing in the workdir is written or moved in either case).
+    errors.DivergedError: a step produced a non-finite value (nothing non-finite is saved).
+    errors.Preempted: SIGTERM/SIGINT arrived; a checkpoint at the current step was saved.
+  """
+  with preemption_lib.Preemption() as preemption:
+    return _run(task, settings, workdir, mesh, preemption)
+
+
+def _run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh,
+         preemption: preemption_lib.Preemption) -> dict[str, Any]:
   chief = parallel.is_chief()
   repl = parallel.replicated(mesh)
   batch_sh = parallel.batch_sharding(mesh)
   root_key = jax.random.key(settings.seed)
 
+  # Another run's workdir is refused before anything in it is written.
+  if settings.identity:
+    run_identity.check_workdir(workdir, settings.identity)
   checkpointer = ckpt_lib.Checkpointer(workdir, save_every=settings.checkpoint_every,
                                        keep=settings.keep_checkpoints)
-  state, start = _init_or_restore(task, checkpointer, root_key, repl)
+  state, start = _init_or_restore(task, checkpointer, root_key, repl, settings.identity)
+  if chief and settings.identity:
+    run_identity.record(workdir, settings.identity)
+  if start > settings.total_steps:
+    raise errors.ConfigError(
+        f'config.total_steps={settings.total_steps} is below the step of the checkpoint in '
+        f'{workdir} ({start}); a run cannot be shortened: set config.total_steps >= {start}.')
   if start and chief:
     print(f'[kd_jax] resuming {workdir} from step {start}', flush=True)
   writer = metric_writers.create_default_writer(workdir, just_logging=not chief, asynchronous=True)
@@ -126,8 +208,9 @@ def run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh) -
     writer.write_hparams(dict(settings.hparams))
 
   # Donating the state lets XLA update params/optimizer buffers in place.
-  step_fns = [jax.jit(f, donate_argnums=(0,), in_shardings=(repl, repl, batch_sh, repl),
-                      out_shardings=(repl, repl)) for f in task.step_functions()]
+  step_fns = [jax.jit(_with_finite_flags(f), donate_argnums=(0,),
+                      in_shardings=(repl, repl, batch_sh, repl), out_shardings=(repl, repl, repl))
+              for f in task.step_functions()]
   stage_ends = list(task.stage_ends) or [int(settings.total_steps)]
   if len(stage_ends) != len(step_fns) or stage_ends[-1] != int(settings.total_steps):
     raise ValueError(f'Task has {len(step_fns)} step functions but stage_ends={stage_ends} '
@@ -138,10 +221,11 @@ def run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh) -
   t_start = time.perf_counter()
   try:
     state = _train(task, settings, mesh, state, start, step_fns, stage_ends, teacher, writer,
-                   checkpointer, root_key, history)
+                   checkpointer, root_key, history, preemption)
   finally:
-    # Also on an exception: let in-flight asynchronous checkpoint writes finish.
+    # Also on an exception (divergence, preemption): let in-flight asynchronous writes finish.
     checkpointer.wait()
+    writer.flush()
   total = int(settings.total_steps)
   if start >= total:
     logging.info('Nothing to train: checkpoint step %d >= total_steps %d.', start, total)
@@ -161,46 +245,88 @@ def run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh) -
 
 
 def _init_or_restore(task: Task, checkpointer: ckpt_lib.Checkpointer, root_key: Array,
-                     repl: jax.sharding.Sharding) -> tuple[PyTree, int]:
-  """The newest checkpoint's state (and data-iterator position), or a fresh init at step 0."""
-  start = checkpointer.latest_step()
-  if start is None:
+                     repl: jax.sharding.Sharding, identity: Mapping[str, Any]
+                     ) -> tuple[PyTree, int]:
+  """The newest intact checkpoint's state (and data-iterator position), or a fresh init at step 0."""
+  if checkpointer.latest_step() is None:
     return jax.jit(task.init, out_shardings=repl)(root_key), 0
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                          jax.eval_shape(task.init, root_key))
-  state, data_state = checkpointer.restore(abstract, start)
+
+  def abstract(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), tree)
+  abstract_state = jax.eval_shape(task.init, root_key)
+  restored = checkpointer.restore_newest_intact(
+      abstract(abstract_state), abstract(jax.eval_shape(task.export, abstract_state)), identity)
+  if restored is None:
+    return jax.jit(task.init, out_shardings=repl)(root_key), 0
+  state, data_state, start = restored
   if data_state:
     task.train_batches.set_state(data_state)
   logging.info('Resumed from %s at step %d.', checkpointer.directory, start)
   return state, start
 
 
+class _FiniteGuard:
+  """Reads the per-step finiteness flags (one transfer) before every save and progress line."""
+
+  def __init__(self) -> None:
+    self.flags: list[Array] = []
+    self.last_saved: int | None = None
+
+  def check(self, step: int, pending: Sequence[Mapping[str, Array]]) -> None:
+    """Raises DivergedError for the first non-finite step since the last check."""
+    if not self.flags:
+      return
+    flags = parallel.fetch(jnp.stack(self.flags))
+    n = len(self.flags)
+    self.flags.clear()
+    bad = np.flatnonzero(~flags.all(axis=1))
+    if bad.size:
+      i = int(bad[0])
+      # `pending` holds at least the steps since the last check (it is cleared at progress lines,
+      # which also check), so the bad step's metrics are its i-th entry from the end minus n.
+      metrics = parallel.fetch(pending[len(pending) - n + i])
+      raise _divergence(step - n + 1 + i, {k: float(v) for k, v in metrics.items()},
+                        bool(flags[i, 1]), self.last_saved)
+
+
 def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
            state: PyTree, start: int, step_fns: Sequence[Callable[..., Any]],
            stage_ends: Sequence[int], teacher: PyTree, writer: Any,
            checkpointer: ckpt_lib.Checkpointer, root_key: Array,
-           history: list[dict[str, Any]]) -> PyTree:
-  """Steps start+1..total: metrics every `log_every`, evaluation, checkpoints; returns the state."""
+           history: list[dict[str, Any]], preemption: preemption_lib.Preemption) -> PyTree:
+  """Steps start+1..total: metrics every `log_every`, evaluation, checkpoints; returns the state.
+
+  Per step: a checkpoint when due, at the last step, or when preempted (then it stops), always after
+  the finiteness flags of every step since the last check passed.
+  """
   chief = parallel.is_chief()
   total = int(settings.total_steps)
   pending: list[Mapping[str, Array]] = []
+  guard = _FiniteGuard()
+  guard.last_saved = start or None
   t_last, steps_since = time.perf_counter(), 0
   for step in range(start + 1, total + 1):
     local = next(task.train_batches)
     batch = parallel.to_global(local, mesh)
     # Stage i covers steps (stage_ends[i-1], stage_ends[i]].
     stage = bisect.bisect_left(stage_ends, step)
-    state, metrics = step_fns[stage](state, teacher, batch, root_key)
+    state, metrics, finite = step_fns[stage](state, teacher, batch, root_key)
     pending.append(metrics)
+    guard.flags.append(finite)
     steps_since += 1
-    if step % settings.log_every == 0 or step == total:
+    log = step % settings.log_every == 0 or step == total
+    # Every process asks every step: in a multi-process run JAX's protocol counts the calls.
+    preempted = preemption.reached(step)
+    save = preempted or step == total or checkpointer.manager.should_save(step)
+    if log or save:
+      guard.check(step, pending)
+    if log:
       # One device→host transfer per log period keeps the host out of the step loop.
       stacked = parallel.fetch(pending)
       # Keys are averaged over the steps that logged them (stages may log different terms).
       keys = dict.fromkeys(k for m in stacked for k in m)
       avg = {k: float(np.mean([m[k] for m in stacked if k in m])) for k in keys}
       pending.clear()
-      _check_finite(avg, step)
       now = time.perf_counter()
       rate = steps_since / max(now - t_last, 1e-9)
       t_last, steps_since = now, 0
@@ -212,23 +338,29 @@ def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
                          if k != 'steps_per_sec' and '/' not in k)
         print(f'[kd_jax] step {step}/{total} {terms} | {rate:.2f} step/s | ETA {_format_eta(eta)}',
               flush=True)
+    if save:
+      # Before evaluating: a preemption during a long evaluation then loses nothing.
+      _save(checkpointer, task, state, step, force=preempted or step == total,
+            identity=settings.identity)
+      guard.last_saved = step
+    if preempted:
+      checkpointer.wait()
+      raise errors.Preempted(preemption.signal_name, preemption.signum or 15, step)
     if settings.eval_every and (step % settings.eval_every == 0) and step != total:
       last_eval = task.evaluate(state, step, writer)
       writer.write_scalars(step, last_eval)
       history.append({'step': step, **last_eval})
-    if checkpointer.manager.should_save(step) or step == total:
-      _save(checkpointer, task, state, step, force=step == total)
   return state
 
 
 def _save(checkpointer: ckpt_lib.Checkpointer, task: Task, state: PyTree, step: int,
-          force: bool) -> None:
+          force: bool, identity: Mapping[str, Any] | None = None) -> None:
   data_state = task.train_batches.get_state() if hasattr(task.train_batches, 'get_state') else {}
   # Round-trip through JSON so the saved iterator state is plain data.
   data_state = json.loads(json.dumps(data_state, default=_json_default))
   export = jax.jit(task.export)(state)
   checkpointer.save(step, state=state, data_state=data_state, export=export,
-                    meta=dict(task.meta, step=step), force=force)
+                    meta=dict(task.meta, step=step, identity=dict(identity or {})), force=force)
 
 
 def _json_default(o: Any) -> Any:

@@ -1,0 +1,104 @@
+"""Run identity: the config fields that define a run, stored in its workdir and with its checkpoints.
+
+A workdir belongs to one run. Resuming it under a config that differs in any defining field is
+refused with the fields that differ (before anything in the workdir is written), so a different
+run can never "resume" another's checkpoints and overwrite its `summary.json` or images.
+
+Fields a resume may change (they do not change what a step computes): `total_steps` (raise it to
+extend a finished run — with a schedule that decays over `total_steps` the extended run then differs
+from one configured that long from the start), the logging/evaluation/checkpoint cadence, and where
+the data lives (`data.data_dir`, `data.cache_in_memory`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import ml_collections
+
+from kd_jax import errors
+
+FILE = 'run_config.json'
+RESUMABLE = frozenset({'total_steps', 'log_every', 'eval_every', 'checkpoint_every',
+                       'keep_checkpoints', 'data.data_dir', 'data.cache_in_memory'})
+
+
+def of_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The defining fields as flat, JSON-plain `{'dotted.field': value}` (tuples become lists)."""
+  flat = _flat(config)
+  plain = json.loads(json.dumps(flat, default=str, sort_keys=True))
+  return {k: v for k, v in plain.items() if k not in RESUMABLE}
+
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+  """`config.<field>: <saved> in the run, <current> now` for every field that differs."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    if key in RESUMABLE:
+      continue
+    a, b = saved.get(key, '<unset>'), current.get(key, '<unset>')
+    if a != b:
+      out.append(f'config.{key}: {_short(a)} in the run, {_short(b)} now')
+  return out
+
+
+def refuse_if_different(saved: Mapping[str, Any] | None, current: Mapping[str, Any],
+                        where: str) -> None:
+  """CheckpointError naming the differing fields when `saved` (None: unknown) differs."""
+  if saved is None:
+    return
+  diff = differences(saved, current)
+  if diff:
+    shown = '; '.join(diff[:4]) + (f'; and {len(diff) - 4} more' if len(diff) > 4 else '')
+    raise errors.CheckpointError(
+        f'{where} belongs to a different run ({shown}); use a new --workdir, or the same config to '
+        'resume it (only total_steps and the log/eval/checkpoint cadence may change). Nothing in it '
+        'was changed.')
+
+
+def check_workdir(workdir: str, current: Mapping[str, Any]) -> None:
+  """Refuses a workdir whose recorded run differs from `current`; a workdir without a record passes."""
+  refuse_if_different(read(workdir), current, f'--workdir={workdir!r}')
+
+
+def read(workdir: str) -> dict[str, Any] | None:
+  path = os.path.join(workdir, FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.CheckpointError(
+        f'{path} is unreadable ({e}); it records which run owns this workdir: restore it or use a '
+        'new --workdir.') from None
+  return saved.get('identity') if isinstance(saved, dict) else None
+
+
+def record(workdir: str, current: Mapping[str, Any]) -> None:
+  """Writes the record once (atomically: a kill mid-write leaves no half file)."""
+  path = os.path.join(workdir, FILE)
+  if os.path.exists(path):
+    return
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump({'identity': dict(current), 'resumable': sorted(RESUMABLE)}, f, indent=1,
+              sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _flat(config: Any, prefix: str = '') -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for k, v in config.items():
+    if isinstance(v, (ml_collections.ConfigDict, dict)) and v:
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _short(value: Any) -> str:
+  text = json.dumps(value) if not isinstance(value, str) or value == '<unset>' else repr(value)
+  text = value if value == '<unset>' else text
+  return text if len(text) <= 60 else text[:57] + '...'
