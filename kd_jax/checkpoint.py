@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -79,6 +80,7 @@ class Checkpointer:
       run_identity.refuse_if_different(saved_identity, identity,
                                        f'the checkpoint {self.directory}/{step}')
       try:
+        self._preflight(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         # Separately: a failing item cancels the other item's reads mid-flight, which asyncio
@@ -105,6 +107,18 @@ class Checkpointer:
           'deleted. If kd_jax changed since they were written, resume with that version; otherwise '
           'use a new --workdir.')
     return None
+
+  def _preflight(self, step: int) -> None:
+    """Decodes the OCDBT manifests and indexes of the array items without reading arrays.
+
+    A damaged manifest found this way fails one synchronous call; found by orbax's parallel reads,
+    the failure leaves dozens of orphaned asyncio tasks that print tracebacks.
+    """
+    for item in ('state', 'export'):
+      path = self.directory / str(step) / item
+      if (path / 'manifest.ocdbt').exists():
+        kvstore = ts.KvStore.open({'driver': 'ocdbt', 'base': f'file://{path}/'}).result()
+        kvstore.list().result()
 
   def _meta(self, step: int) -> dict | None:
     """The step's `meta` item, or None when it is missing or unreadable."""
