@@ -7,7 +7,7 @@ FMNIST_IDX := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export XLA_PYTHON_CLIENT_PREALLOCATE = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: setup data-pkg demo test bench clean-demo
+.PHONY: setup data-pkg demo test bench faults clean-demo
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or: make PYTHON=python3 ...)"; exit 1; }
@@ -35,3 +35,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# SIGKILL/SIGTERM resumes, a forced NaN and damaged checkpoints on two tiny trainers (~15 min).
+faults: setup
+	$(PY) benchmarks/fault_injection.py

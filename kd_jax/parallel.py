@@ -7,8 +7,13 @@ come out the same as on one device without any `axis_name` plumbing.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from typing import Any, Mapping
+import socket
+import sys
+import threading
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -18,6 +23,9 @@ from kd_jax import errors
 from kd_jax.types import PyTree
 
 DATA_AXIS = 'data'
+DEFAULT_DISTRIBUTED_TIMEOUT_S = 300
+# JAX's own deadline comes this much later than ours, so that our one-line message wins.
+_JAX_GRACE_S = 60
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -43,11 +51,16 @@ def check_global_batch(global_batch_size: int, mesh: Mesh, field: str | None = N
   `kd_jax.config_utils.field_context` instead.
   """
   n = mesh.devices.size
-  if global_batch_size % n:
+  if (isinstance(global_batch_size, (bool, np.bool_))
+      or not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0):
+    problem = (f'global batch size {global_batch_size!r} must be a positive integer; use a positive '
+               f'multiple of the {n} devices of the mesh, e.g. {n * max(1, 32 // n)}.')
+  elif global_batch_size % n:
     problem = (f'global batch size {global_batch_size} is not divisible by the {n} devices of the '
                f'mesh; use a multiple of {n}.')
-    raise errors.ConfigError(f'{field}: {problem}' if field else problem)
-  return global_batch_size // jax.process_count()
+  else:
+    return global_batch_size // jax.process_count()
+  raise errors.ConfigError(f'{field}: {problem}' if field else problem)
 
 
 def to_global(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -84,24 +97,130 @@ def is_chief() -> bool:
 def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  num_processes: int | None = None,
                                  process_id: int | None = None,
-                                 cpu_collectives: str | None = None) -> bool:
+                                 cpu_collectives: str | None = None,
+                                 *, timeout_s: int = DEFAULT_DISTRIBUTED_TIMEOUT_S) -> bool:
   """Initialises `jax.distributed` when this is one of several processes.
 
   Explicit arguments win; otherwise the usual cluster environments are honoured (JAX auto-detects
   SLURM, Open MPI, TPU pods, Kubernetes via `jax.distributed.initialize()` without arguments) when
   `KD_JAX_DISTRIBUTED=1` or a known cluster variable is present. Returns whether it initialised.
+
+  When not every process connects within `timeout_s` seconds, this process prints one line
+  `kd_jax: error: ...` (the coordinator address and the process ids that are missing) and exits
+  with status 2: JAX itself would abort the process with a C++ stack trace at its own deadline, and
+  while it waits inside C++ no Python exception can be raised, so a watchdog thread does it.
+
+  Raises:
+    ConfigError: inconsistent flags (several processes but no coordinator or process id, a process
+      id out of range, a malformed address, the coordinator's port already in use, an unknown
+      --cpu_collectives).
   """
   if cpu_collectives:
     # CPU collectives across processes need an implementation (gloo works on localhost here).
-    jax.config.update('jax_cpu_collectives_implementation', cpu_collectives)
+    try:
+      jax.config.update('jax_cpu_collectives_implementation', cpu_collectives)
+    except (ValueError, TypeError) as e:
+      raise errors.ConfigError(f'--cpu_collectives={cpu_collectives!r}: {e}; use e.g. '
+                               "--cpu_collectives=gloo.") from None
+  if isinstance(timeout_s, bool) or not isinstance(timeout_s, int) or timeout_s <= 0:
+    raise errors.ConfigError(f'--distributed_timeout_s={timeout_s!r} must be a positive number of '
+                             'seconds, e.g. 300.')
+  if num_processes is not None and num_processes < 1:
+    raise errors.ConfigError(f'--num_processes={num_processes} must be at least 1 (the number of '
+                             'processes of this run).')
   if num_processes is not None and num_processes > 1:
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+    _check_process_flags(coordinator_address, num_processes, process_id)
+    if coordinator_address and process_id == 0:
+      _check_port_free(coordinator_address)
+    if process_id == 0:
+      missing = f'process ids other than 0 of 0..{num_processes - 1} did not connect'
+    else:
+      missing = (f'process 0 (which runs the coordinator) or another process id of '
+                 f'0..{num_processes - 1} other than {process_id} did not connect')
+    where = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS', '(auto-detected)')
+    with _deadline(timeout_s, f'process {process_id} of {num_processes}: {missing} to the '
+                   f'coordinator at {where} within {timeout_s} s; start every process with '
+                   f'--num_processes={num_processes} --coordinator_address={where} and its own '
+                   '--process_id (the coordinator address must be reachable from every host), or '
+                   'raise --distributed_timeout_s.'):
+      jax.distributed.initialize(coordinator_address=coordinator_address,
+                                 num_processes=num_processes, process_id=process_id,
+                                 initialization_timeout=timeout_s + _JAX_GRACE_S)
     return True
+  if process_id not in (None, 0) or (coordinator_address and num_processes is None):
+    raise errors.ConfigError(
+        f'--process_id={process_id} / --coordinator_address={coordinator_address} given without '
+        '--num_processes; pass --num_processes=<number of processes> too (or none of them for a '
+        'single process).')
   if _in_cluster():
-    jax.distributed.initialize()
+    with _deadline(timeout_s, 'not every process of the cluster job connected to the JAX '
+                   f'coordinator within {timeout_s} s (JAX does not say which); check that every '
+                   'task started, or raise --distributed_timeout_s.'):
+      try:
+        jax.distributed.initialize(initialization_timeout=timeout_s + _JAX_GRACE_S)
+      except ValueError as e:  # JAX found no cluster to read the process layout from
+        raise errors.ConfigError(
+            f'a multi-process environment is set (KD_JAX_DISTRIBUTED, SLURM_NTASKS, '
+            f'OMPI_COMM_WORLD_SIZE or JAX_COORDINATOR_ADDRESS) but JAX could not use it ({e}); '
+            'pass --num_processes, --process_id and --coordinator_address.') from None
     return True
   return False
+
+
+def _check_process_flags(coordinator_address: str | None, num_processes: int,
+                         process_id: int | None) -> None:
+  if process_id is None:
+    raise errors.ConfigError(f'--num_processes={num_processes} needs --process_id (0 for the '
+                             f'process that runs the coordinator, up to {num_processes - 1}).')
+  if not 0 <= process_id < num_processes:
+    raise errors.ConfigError(f'--process_id={process_id} must be in 0..{num_processes - 1} for '
+                             f'--num_processes={num_processes}.')
+  if not coordinator_address:
+    if os.environ.get('JAX_COORDINATOR_ADDRESS') or _in_cluster():
+      return  # JAX reads it from the environment
+    raise errors.ConfigError(
+        f'--num_processes={num_processes} needs --coordinator_address=<host:port of process 0>, '
+        'the same for every process (e.g. --coordinator_address=127.0.0.1:12355 on one machine).')
+  host, _, port = coordinator_address.rpartition(':')
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise errors.ConfigError(f'--coordinator_address={coordinator_address!r} must be host:port '
+                             '(e.g. 127.0.0.1:12355, or the hostname of process 0 and a free port).')
+
+
+def _check_port_free(coordinator_address: str) -> None:
+  """Process 0 serves the coordinator on every interface at the port: fail early if it is taken
+  (the coordinator service crashes the process instead of reporting it)."""
+  port = int(coordinator_address.rpartition(':')[2])
+  for family, host in ((socket.AF_INET6, '::'), (socket.AF_INET, '0.0.0.0')):
+    try:
+      probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+      continue  # e.g. no IPv6 here
+    with probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      try:
+        probe.bind((host, port))
+        return
+      except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+          raise errors.ConfigError(
+              f'--coordinator_address={coordinator_address}: port {port} is already in use on this '
+              'host (by another run?); pick a free port for every process of this run.') from None
+
+
+@contextlib.contextmanager
+def _deadline(timeout_s: float, message: str) -> Iterator[None]:
+  """Prints `kd_jax: error: <message>` and exits 2 if the body has not returned after `timeout_s`."""
+  def expire():
+    print(f'kd_jax: error: {message}', file=sys.stderr, flush=True)
+    os._exit(2)  # pylint: disable=protected-access  # the main thread is blocked inside C++
+  timer = threading.Timer(timeout_s, expire)
+  timer.daemon = True
+  timer.start()
+  try:
+    yield
+  finally:
+    timer.cancel()
 
 
 def _in_cluster() -> bool:

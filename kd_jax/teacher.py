@@ -25,9 +25,36 @@ class Teacher:
   meta: dict[str, Any]
 
 
+# What to train for each exported role, for messages.
+_ROLE_RUNS = {
+    'model': 'a classifier run (e.g. configs/fashion_mnist/teacher.py)',
+    'generator': 'a GAN run (e.g. configs/fashion_mnist/gan_teacher.py)',
+    'discriminator': 'a GAN run (e.g. configs/fashion_mnist/gan_teacher.py)',
+    'autoencoder': 'an autoencoder run (e.g. configs/fashion_mnist/ae_teacher.py)',
+}
+
+
+def check_exports(checkpoint: str, role: str, checkpoint_field: str) -> dict[str, Any]:
+  """The run's meta, after checking it exports `role` (reads only JSON: cheap enough to do before
+  training for a checkpoint that is only restored at the end, like config.eval.classifier_checkpoint).
+
+  Raises:
+    CheckpointError: no finished run at `checkpoint`, unreadable meta, or a run of another kind.
+  """
+  _, _, meta = ckpt_lib.read_meta(checkpoint, checkpoint_field)
+  exported = meta.get('exported', {})
+  if role not in exported:
+    raise errors.CheckpointError(
+        f"{checkpoint_field}={checkpoint!r} is a '{meta.get('trainer')}' run exporting "
+        f"{sorted(exported)}, not a '{role}'; point it at the --workdir of "
+        f"{_ROLE_RUNS.get(role, f'a run that exports a {role!r}')}.")
+  return meta
+
+
 def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Sequence[Any],
                     init_kwargs: dict[str, Any] | None = None,
-                    field: str = 'config.teacher') -> Teacher:
+                    field: str = 'config.teacher',
+                    checkpoint_field: str | None = None) -> Teacher:
   """Builds `model_cfg`'s module and restores the `role` variables exported by the run at `checkpoint`.
 
   Args:
@@ -36,24 +63,30 @@ def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Se
     role: which exported model to take ('model' for classifiers, 'generator'/'discriminator' for GANs,
       'autoencoder').
     init_args: example inputs used only to get the abstract parameter shapes (nothing is run).
+    field: the config group of this teacher (`<field>.checkpoint`, `<field>.model` in messages).
+    checkpoint_field: the config field holding `checkpoint` when it is not `<field>.checkpoint`
+      (e.g. 'config.eval.classifier_checkpoint').
   """
-  _, _, meta = ckpt_lib.read_meta(checkpoint, f'{field}.checkpoint')
-  exported = meta.get('exported', {})
-  if role not in exported:
-    raise errors.CheckpointError(
-        f"{field}.checkpoint={checkpoint!r} is a '{meta.get('trainer')}' run exporting "
-        f"{sorted(exported)}, not a '{role}'; point it at a run that trained a {role} "
-        f"(e.g. a {'GAN' if role in ('generator', 'discriminator') else role} teacher config).")
-  saved_cfg = exported[role]
+  checkpoint_field = checkpoint_field or f'{field}.checkpoint'
+  meta = check_exports(checkpoint, role, checkpoint_field)
+  saved_cfg = meta['exported'][role]
   model_cfg = config_utils.to_dict(model_cfg) or saved_cfg
   name, kwargs = config_utils.model_kwargs(model_cfg, f'{field}.model')
   if name != saved_cfg.get('name'):
     raise errors.CheckpointError(
         f"{field}.model.name={name!r} but the checkpoint at {checkpoint!r} holds a "
-        f"{saved_cfg.get('name')!r}; set {field}.model to {saved_cfg}.")
-  module = config_utils.build_model(model_cfg, f'{field}.model')
+        f"{saved_cfg.get('name')!r}; set {field}.model to {saved_cfg} (or leave it empty).")
+  try:
+    module = config_utils.build_model(model_cfg, f'{field}.model')
+  except errors.ConfigError as e:
+    if model_cfg is not saved_cfg:
+      raise
+    raise errors.CheckpointError(
+        f'{checkpoint_field}={checkpoint!r}: the model config saved with the run cannot be built '
+        f'({e}); the run comes from another kd_jax version or its meta is damaged.') from None
   abstract = jax.eval_shape(
       lambda: module.init(jax.random.key(0), *init_args, **(init_kwargs or {})))
   abstract = {k: v for k, v in abstract.items() if k in ('params', 'batch_stats')}
-  restored = ckpt_lib.restore_export(checkpoint, {role: abstract}, f'{field}.checkpoint')
+  restored = ckpt_lib.restore_export(checkpoint, {role: abstract}, checkpoint_field,
+                                     model_field=f'{field}.model')
   return Teacher(module=module, variables=restored[role], model_config=model_cfg, meta=meta)

@@ -144,7 +144,21 @@ def test_corrupt_idx_file_fails_clearly_and_leaves_nothing_prepared(tmp_path, mo
   with pytest.raises(errors.DatasetUnavailableError, match='Reinstall the Fashion-MNIST files'):
     sources.get_source('fashion_mnist', 'train', data_dir=str(data_dir))
   assert not tfds.builder('fashion_mnist', data_dir=str(data_dir)).is_prepared()
-  assert not list((data_dir / 'fashion_mnist').iterdir())  # TFDS removed its temporary dir
+  # The files are checked before TFDS starts: no dataset dir, or only TFDS's emptied temporary one.
+  assert not (data_dir / 'fashion_mnist').exists() or not list((data_dir / 'fashion_mnist').iterdir())
+
+
+def test_truncated_gzip_is_named_before_tfds_starts(tmp_path, monkeypatch):
+  idx_dir = tmp_path / 'idx'
+  idx_dir.mkdir()
+  write_fake_idx_dir(idx_dir)
+  victim = idx_dir / 'train-images-idx3-ubyte.gz'
+  victim.write_bytes(victim.read_bytes()[:-20])
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                      lambda *a, **k: pytest.fail('TFDS started on a damaged file'))
+  with pytest.raises(errors.DatasetUnavailableError,
+                     match=r'train-images-idx3-ubyte.gz is truncated or corrupt \(EOFError'):
+    fashion_mnist.build(str(tmp_path / 'tfds'), str(idx_dir))
 
 
 @pytest.fixture
@@ -155,11 +169,28 @@ def no_downloads(monkeypatch):
 
 
 def test_fashion_mnist_without_idx_files_or_network(tmp_path, monkeypatch, no_downloads):
-  monkeypatch.setenv(fashion_mnist.IDX_DIR_ENV, str(tmp_path / 'nowhere'))
+  # No IDX files where Debian puts them (and no variable): kd_jax tries the TFDS download.
+  monkeypatch.delenv(fashion_mnist.IDX_DIR_ENV, raising=False)
+  monkeypatch.setattr(fashion_mnist, 'DEFAULT_IDX_DIR', str(tmp_path / 'nowhere'))
+  monkeypatch.setattr(sources, '_network_reachable', lambda *a, **k: True)
   with pytest.raises(errors.DatasetUnavailableError) as e:
     sources.get_source('fashion_mnist', 'train', data_dir=str(tmp_path))
   assert 'apt-get install dataset-fashion-mnist (or set KD_JAX_FASHION_MNIST_IDX_DIR)' in str(e.value)
   assert 'ConnectionError' in str(e.value)
+
+
+def test_no_network_fails_at_once_instead_of_retrying(tmp_path, monkeypatch, no_downloads):
+  monkeypatch.setattr(sources, '_network_reachable', lambda *a, **k: False)
+  with pytest.raises(errors.DatasetUnavailableError, match="dataset 'mnist' is not prepared in .* "
+                     'cannot reach the internet'):
+    sources.get_source('mnist', 'train', data_dir=str(tmp_path))
+
+
+def test_explicit_idx_dir_without_files_is_an_error_not_a_download(tmp_path, monkeypatch,
+                                                                   no_downloads):
+  monkeypatch.setenv(fashion_mnist.IDX_DIR_ENV, str(tmp_path / 'nowhere'))
+  with pytest.raises(errors.DatasetUnavailableError, match=r'IDX files .*not found in .*nowhere'):
+    sources.get_source('fashion_mnist', 'train', data_dir=str(tmp_path))
 
 
 def test_mnist_without_network(tmp_path, no_downloads):

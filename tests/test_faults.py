@@ -239,7 +239,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_step(finished_run,
   damaged_files = sorted(os.path.relpath(p, f'{workdir}/checkpoints/20')
                          for p in glob.glob(f'{workdir}/checkpoints/20/**', recursive=True))
   capsys.readouterr()
-  classification.train_and_evaluate(_config(tiny_data_dir, total_steps=25, **kw), workdir)
+  # One mode trains on and is compared bitwise; the others only restore (no step to compile).
+  total = 25 if mode == 'truncated_arrays' else 15
+  classification.train_and_evaluate(_config(tiny_data_dir, total_steps=total, **kw), workdir)
   out = capsys.readouterr().out
   assert re.search(r'checkpoint step 20 is damaged \(.+\); moved it to \S+checkpoints_damaged/20',
                    out), out
@@ -248,7 +250,8 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_step(finished_run,
   kept = sorted(os.path.relpath(p, f'{workdir}/checkpoints_damaged/20')
                 for p in glob.glob(f'{workdir}/checkpoints_damaged/20/**', recursive=True))
   assert kept == damaged_files
-  _assert_bitwise(workdir, straight)
+  if total == 25:
+    _assert_bitwise(workdir, straight)
 
 
 def test_all_checkpoints_damaged_is_one_error_and_nothing_moves(finished_run, tiny_data_dir,

@@ -5,9 +5,11 @@ we subclass it and change only how the files are obtained. Version, splits, feat
 are inherited, so the result is the same dataset TFDS would write and `tfds.data_source('fashion_mnist')`
 reads it like any other.
 """
+import gzip
 import os
 import shutil
 import tempfile
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -38,6 +40,40 @@ def idx_files_present(directory: str) -> bool:
   """Whether all four gzipped IDX files are in `directory`."""
   return all(os.path.isfile(os.path.join(directory, name))
              for _, images, labels in _FILES for name in (images, labels))
+
+
+def idx_files_found(directory: str) -> list[str]:
+  """Those of the four gzipped IDX files that are in `directory`."""
+  return [name for _, images, labels in _FILES for name in (images, labels)
+          if os.path.isfile(os.path.join(directory, name))]
+
+
+def check_idx_gz(path: str) -> tuple[int, ...]:
+  """Returns the dimensions of a gzipped IDX file of unsigned bytes after reading all of it.
+
+  Raises:
+    DatasetUnavailableError: not gzip, truncated (compressed stream or IDX payload), or not IDX.
+  """
+  fix = f'reinstall the Fashion-MNIST files ({HOW_TO_GET})'
+  try:
+    with gzip.open(path, 'rb') as f:
+      magic = f.read(4)
+      if len(magic) != 4 or magic[:3] != bytes((0, 0, _UBYTE)):
+        raise errors.DatasetUnavailableError(
+            f'{path} is not a gzipped IDX file of unsigned bytes; {fix}.')
+      header = f.read(4 * magic[3])
+      shape = tuple(int(d) for d in np.frombuffer(header, dtype='>u4'))
+      size = 0
+      while chunk := f.read(1 << 22):
+        size += len(chunk)
+  except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+    raise errors.DatasetUnavailableError(
+        f'{path} is truncated or corrupt ({type(e).__name__}: {e}); {fix}.') from None
+  if len(shape) != magic[3] or size != int(np.prod(shape)):
+    raise errors.DatasetUnavailableError(
+        f'{path} is truncated or corrupt (header says {shape}, {size} bytes of data follow); '
+        f'{fix}.')
+  return shape
 
 
 def read_idx_header(path: str) -> tuple[int, ...]:
@@ -118,8 +154,20 @@ def build(data_dir: str | None, source_dir: str | None = None) -> None:
   """
   source_dir = source_dir or idx_dir()
   if not idx_files_present(source_dir):
+    missing = sorted({n for _, i, l in _FILES for n in (i, l)} - set(idx_files_found(source_dir)))
     raise errors.DatasetUnavailableError(
-        f"fashion_mnist: IDX files not found in {source_dir}; {HOW_TO_GET}.")
+        f"fashion_mnist: IDX files {', '.join(missing)} not found in {source_dir}; {HOW_TO_GET}.")
+  # Every file is read once before TFDS starts, so a damaged one is named here and nothing is
+  # written; TFDS's own extractor would fail with a trace half-way through the build.
+  for split, images, labels in _FILES:
+    images_shape = check_idx_gz(os.path.join(source_dir, images))
+    labels_shape = check_idx_gz(os.path.join(source_dir, labels))
+    if (images_shape[1:] != _IMAGE_SHAPE or len(labels_shape) != 1
+        or images_shape[0] != labels_shape[0]):
+      raise errors.DatasetUnavailableError(
+          f'{split}: {images} holds images {images_shape} and {labels} labels {labels_shape} in '
+          f'{source_dir}; expected [N, 28, 28] and [N]. Reinstall the Fashion-MNIST files '
+          f'({HOW_TO_GET}).')
   builder = OfflineFashionMNIST(idx_dir=source_dir, data_dir=data_dir)
   root = os.fspath(builder.data_dir_root)
   os.makedirs(root, exist_ok=True)
@@ -127,5 +175,13 @@ def build(data_dir: str | None, source_dir: str | None = None) -> None:
   scratch = tempfile.mkdtemp(prefix='.kd_jax_fashion_mnist_', dir=root)
   try:
     builder.download_and_prepare(download_dir=scratch, file_format='array_record')
+  except errors.KDError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # TFDS wrote into `incomplete.*` and removes it on failure: nothing half-built looks prepared.
+    raise errors.DatasetUnavailableError(
+        f'fashion_mnist: building it in {root} from {source_dir} failed ({type(e).__name__}: '
+        f'{" ".join(str(e).split())[:300]}); check the IDX files ({HOW_TO_GET}) and free space '
+        'in the data dir.') from e
   finally:
     shutil.rmtree(scratch, ignore_errors=True)

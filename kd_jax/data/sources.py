@@ -8,6 +8,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
+import socket
 import time
 from typing import Any, Iterator, Mapping, NamedTuple
 
@@ -100,13 +102,29 @@ def get_source(name: str, split: str, *, data_dir: str | None = None,
       raise
     raise errors.ConfigError(
         f"unknown split '{split}' of dataset '{name}': {e} Use one of those splits.") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # array_record/riegeli raise RuntimeError (or worse) for truncated, emptied or missing files.
+    raise _damaged(name, builder.data_dir, e) from e
   if cache_in_memory is None:
     cache_in_memory = len(source) * _decoded_record_bytes(builder) <= CACHE_LIMIT_BYTES
-  if cache_in_memory:
-    started = time.perf_counter()
-    source = InMemorySource.read(source)
-    logging.info('Decoded %s[%s] into memory in %.1f s.', name, split, time.perf_counter() - started)
+  try:
+    if cache_in_memory:
+      started = time.perf_counter()
+      source = InMemorySource.read(source)
+      logging.info('Decoded %s[%s] into memory in %.1f s.', name, split,
+                   time.perf_counter() - started)
+    elif len(source):
+      source[0], source[len(source) - 1]  # pylint: disable=pointless-statement  # both ends readable
+  except Exception as e:  # pylint: disable=broad-except
+    raise _damaged(name, builder.data_dir, e) from e
   return source
+
+
+def _damaged(name: str, directory: Any, e: BaseException) -> errors.DatasetUnavailableError:
+  return errors.DatasetUnavailableError(
+      f"the prepared dataset '{name}' in {directory} cannot be read ({type(e).__name__}: "
+      f'{_first_line(e)}); it is damaged or incomplete: delete {directory} (kd_jax prepares it '
+      'again) or pass another data_dir.')
 
 
 def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
@@ -133,16 +151,62 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
 
 
 def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  if not isinstance(name, str) or not name:
+    raise errors.ConfigError(f"dataset name {name!r} must be a TFDS dataset name such as "
+                             "'fashion_mnist', 'mnist' or 'cifar10'.")
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError:
     raise errors.ConfigError(
         f"unknown dataset '{name}'; use a TFDS dataset name such as "
         "'fashion_mnist', 'mnist' or 'cifar10'.") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # e.g. a truncated dataset_info.json of a prepared dataset (TFDS raises a protobuf ParseError).
+    where = os.path.join(data_dir or os.fspath(tfds.core.constants.DATA_DIR), name.split('/')[0])
+    raise _damaged(name, where, e) from e
+
+
+def check_data_dir(data_dir: str | None) -> None:
+  """ConfigError when `data_dir` cannot be a TFDS data dir: a file, or a directory of other things.
+
+  A directory of unrelated files is refused rather than filled with a dataset: it is more likely a
+  wrong path than a place the user wants TFDS datasets in.
+  """
+  if not data_dir or '://' in data_dir:
+    return
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise errors.ConfigError(
+        f"data_dir={data_dir!r} is a file, not a directory; pass a TFDS data dir (created if "
+        "missing) or '' for TFDS's default.")
+  try:
+    entries = sorted(e for e in os.listdir(data_dir) if not e.startswith('.'))
+  except OSError:
+    return  # missing (created later) or unreadable (reported when read)
+  if entries and not any(_looks_like_tfds(os.path.join(data_dir, e)) for e in entries):
+    shown = ', '.join(entries[:3]) + (', ...' if len(entries) > 3 else '')
+    raise errors.ConfigError(
+        f'data_dir={data_dir!r} holds no TFDS datasets but other files ({shown}); pass a TFDS data '
+        'dir (one holding <dataset>/<version>/), a new or empty directory (kd_jax prepares the '
+        "dataset there) or '' for TFDS's default.")
+
+
+def _looks_like_tfds(path: str) -> bool:
+  """A dataset directory (`<name>/<version>/`, possibly empty or mid-build) or TFDS's downloads."""
+  if not os.path.isdir(path):
+    return False
+  if os.path.basename(path) in ('downloads', 'manual'):
+    return True
+  try:
+    children = os.listdir(path)
+  except OSError:
+    return False
+  return not children or any(re.fullmatch(r'\d+\.\d+\.\d+', c) or c.startswith('incomplete.')
+                             for c in children)
 
 
 def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   """Returns the dataset's builder after making sure its files exist (building them at most once)."""
+  check_data_dir(data_dir)
   builder = _builder(name, data_dir)
   if builder.is_prepared():
     return builder
@@ -159,7 +223,10 @@ def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuild
 def _build(builder: tfds.core.DatasetBuilder, name: str, data_dir: str | None, root: str) -> None:
   if name == 'fashion_mnist':
     idx_dir = fashion_mnist.idx_dir()
-    if fashion_mnist.idx_files_present(idx_dir):
+    # Chosen explicitly (the variable) or partly there: the files are meant to be used, so a
+    # missing or damaged one is an error, not a reason to try the download.
+    if (fashion_mnist.idx_files_present(idx_dir) or os.environ.get(fashion_mnist.IDX_DIR_ENV)
+        or fashion_mnist.idx_files_found(idx_dir)):
       logging.info('Building fashion_mnist into %s from the IDX files in %s.', root, idx_dir)
       fashion_mnist.build(data_dir, idx_dir)
       return
@@ -168,6 +235,10 @@ def _build(builder: tfds.core.DatasetBuilder, name: str, data_dir: str | None, r
     how_to = (f"Prepare it where internet works (tfds.builder('{name}').download_and_prepare("
               "file_format='array_record')), copy that TFDS data dir here and pass it "
               'as data_dir.')
+  if not _network_reachable():
+    raise errors.DatasetUnavailableError(
+        f"dataset '{name}' is not prepared in {root} and this machine cannot reach the internet to "
+        f'download it. {how_to}')
   logging.warning("Dataset '%s' is not prepared in %s; trying the TFDS download (without network "
                   'this fails after a few minutes of retries).', name, root)
   try:
@@ -193,8 +264,14 @@ def _build_lock(root: str, name: str, is_prepared) -> Iterator[None]:
       _wait_for(is_prepared, name, root)
     yield
     return
-  os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, f'.{name}.kd_jax_build.lock'), 'a') as lock_file:
+  try:
+    os.makedirs(root, exist_ok=True)
+    lock_file = open(os.path.join(root, f'.{name}.kd_jax_build.lock'), 'a')  # pylint: disable=consider-using-with
+  except OSError as e:
+    raise errors.ConfigError(
+        f'data_dir={root!r} cannot be created or written ({e.strerror or e}); pass a directory '
+        "you can write, or '' for TFDS's default.") from None
+  with lock_file:
     try:
       fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -215,6 +292,20 @@ def _wait_for(is_prepared, name: str, root: str, timeout_s: float = _REMOTE_BUIL
           f"dataset '{name}' did not appear in {root} within {timeout_s:.0f} s while process 0 was "
           'to build it; check process 0\'s log, or prepare the dataset before starting the run.')
     time.sleep(poll_s)
+
+
+def _network_reachable(host: str = 'storage.googleapis.com', timeout_s: float = 5.0) -> bool:
+  """Whether a TFDS download could start; without network TFDS retries for minutes before failing.
+
+  Behind a proxy (HTTP(S)_PROXY set) a direct connection says nothing, so the download is tried.
+  """
+  if any(k.lower() in ('https_proxy', 'http_proxy', 'all_proxy') for k in os.environ):
+    return True
+  try:
+    socket.create_connection((host, 443), timeout=timeout_s).close()
+    return True
+  except OSError:
+    return False
 
 
 def _keep_tensorflow_off_accelerators() -> None:

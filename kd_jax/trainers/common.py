@@ -41,23 +41,46 @@ class RunSetup:
   image_shape: tuple[int, ...]
 
 
+# Counts that must be positive integers wherever a trainer has them (a zero or negative value would
+# fail deep inside a split, a range or a metric).
+POSITIVE_COUNTS = ('eval.batch_size', 'eval.num_samples', 'eval.num_pairs', 'eval.grid_size')
+
+
 def prepare(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, workdir: str,
             *, with_eval: bool) -> RunSetup:
-  """Fails fast on bad fields, workdir or batch sizes, then opens the train (and eval) split."""
+  """Fails fast on bad fields, workdir, batch sizes, counts or an end-of-run classifier checkpoint,
+  then opens the train (and eval) split."""
   config_utils.check_fields(config, defaults)
-  ensure_workdir(workdir)
+  check_positive_counts(config)
   mesh = parallel.make_mesh()
   sizes = ['batch_size'] + (['eval_batch_size'] if with_eval and 'eval_batch_size' in config.data
                             else [])
   for name in sizes:
     with config_utils.field_context(f'config.data.{name}'):
       parallel.check_global_batch(config.data[name], mesh)
+  ensure_workdir(workdir)
   splits = [config.data.train_split] + ([config.data.eval_split] if with_eval else [])
   with config_utils.field_context('config.data'):
     sources = [data.get_source(config.data.name, split, data_dir=config.data.data_dir or None,
                                cache_in_memory=config.data.cache_in_memory) for split in splits]
   image_shape = tuple(np.asarray(sources[0][0]['image']).shape)
+  ev = config.get('eval')
+  if ev is not None and ev.get('classifier_checkpoint') and not ev.get('feature_fn'):
+    # Restored only after training (for FID/KID/PR): check its kind and layer now.
+    from kd_jax.trainers import gen_eval  # pylint: disable=import-outside-toplevel
+    gen_eval.check_classifier(ev.classifier_checkpoint, ev.feature_layer, image_shape)
   return RunSetup(mesh, sources[0], sources[1] if with_eval else None, image_shape)
+
+
+def check_positive_counts(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for a `POSITIVE_COUNTS` field of `config` that is not a positive integer."""
+  for dotted in POSITIVE_COUNTS:
+    group, name = dotted.split('.')
+    if group in config and name in config[group]:
+      value = config[group][name]
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise errors.ConfigError(f'config.{dotted}={value!r} must be a positive integer, e.g. '
+                                 f'config.{dotted}=64.')
 
 
 def train_batches(config: ml_collections.ConfigDict, source: Any,

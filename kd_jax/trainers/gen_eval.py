@@ -25,13 +25,20 @@ FeatureFn = Callable[[Array], Array]
 SampleFn = Callable[[np.ndarray, np.ndarray | None], Array]
 
 
+CLASSIFIER_FIELD = 'config.eval.classifier_checkpoint'
+
+
 def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int]
                      ) -> tuple[FeatureFn, str]:
   """A trained classifier's features at `layer` as an images→[B, D] function, and its name."""
   example = jnp.zeros((1, *image_shape), jnp.float32)
   net = teacher_lib.restore_teacher(checkpoint, {}, role='model', init_args=(example,),
-                                    init_kwargs={'train': False}, field='config.eval.classifier')
+                                    init_kwargs={'train': False}, field='config.eval.classifier',
+                                    checkpoint_field=CLASSIFIER_FIELD)
   variables = jax.device_get(net.variables)
+  with config_utils.field_context('config.eval.feature_layer'):
+    jax.eval_shape(lambda v, x: features_lib.apply_with_features(net.module, v, x, [layer],
+                                                                 train=False), variables, example)
 
   def fn(images: Array) -> Array:
     _, feats, _ = features_lib.apply_with_features(net.module, variables, images, [layer],
@@ -41,6 +48,18 @@ def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int]
     return f.reshape(f.shape[0], -1, f.shape[-1]).mean(axis=1) if f.ndim == 4 else f
 
   return fn, f"{net.model_config.get('name')}@{layer} ({checkpoint})"
+
+
+def check_classifier(checkpoint: str, layer: str, image_shape: Sequence[int]) -> None:
+  """Fails before training when `config.eval.classifier_checkpoint` (restored only at the end of the
+  run) is not a classifier run, or `config.eval.feature_layer` is not one of its layers."""
+  meta = teacher_lib.check_exports(checkpoint, 'model', CLASSIFIER_FIELD)
+  module = config_utils.build_model(meta['exported']['model'], f'{CLASSIFIER_FIELD} (saved model)')
+  example = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), example, train=False))
+  with config_utils.field_context('config.eval.feature_layer'):
+    jax.eval_shape(lambda v: features_lib.apply_with_features(module, v, example, [layer],
+                                                              train=False), variables)
 
 
 def feature_extractor(feature_fn: str, classifier_checkpoint: str, layer: str,
