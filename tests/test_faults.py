@@ -82,7 +82,7 @@ def _wait_for_step(proc_out_path, step, procs, timeout=300):
 
 # --- SIGTERM -----------------------------------------------------------------------------------
 
-def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tiny_data_dir, tmp_path, capsys):
+def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tiny_data_dir, tmp_path):
   workdir, log = tmp_path / 'preempted', tmp_path / 'out.txt'
   with open(log, 'w') as out:
     # Many steps with checkpoints far apart: without the handler the signal would lose them all.
@@ -101,16 +101,19 @@ def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tiny_data_dir, tmp
   assert saved >= last_printed >= 3  # no step that ran is lost
   assert _steps_on_disk(workdir) == [1, saved]  # orbax's first-step save, then the preemption's
 
-  # Resume (total_steps may change: extend to a few steps past the preemption) == uninterrupted.
+  # Resume (total_steps may change: extend to a few steps past the preemption) == uninterrupted,
+  # both as launch.py processes like the preempted one (same devices, same compiled programs).
   total = saved + 3
-  capsys.readouterr()
-  classification.train_and_evaluate(_config(tiny_data_dir, total_steps=total,
-                                            checkpoint_every=50000, log_every=1), str(workdir))
-  assert f'resuming {workdir} from step {saved}' in capsys.readouterr().out
-  straight = str(tmp_path / 'straight')
-  classification.train_and_evaluate(_config(tiny_data_dir, total_steps=total, log_every=1),
-                                    straight)
-  _assert_bitwise(workdir, straight)
+  finish = ['--config.checkpoint_every=50000', f'--config.total_steps={total}']
+  resumed = subprocess.run(_launch_cmd(workdir, tiny_data_dir, *finish), env=_env(2), cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'resuming {workdir} from step {saved}' in resumed.stdout
+  straight = tmp_path / 'straight'
+  ref = subprocess.run(_launch_cmd(straight, tiny_data_dir, *finish), env=_env(2), cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  _assert_bitwise(str(workdir), str(straight))
 
 
 def _free_port():

@@ -96,7 +96,8 @@ def test_generator_distillation(gan_workdir, teacher_workdir, tiny_data_dir, tmp
 
 def test_distill_wrong_family_teacher(teacher_workdir, tiny_data_dir, tmp_path):
   config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
-                       **{'teacher.checkpoint': teacher_workdir})
+                       **{'teacher.checkpoint': teacher_workdir,
+                          'eval.classifier_checkpoint': teacher_workdir})
   with pytest.raises(errors.CheckpointError, match="is a 'classification' run.*not a 'generator'"):
     generator_distill.train_and_evaluate(config, str(tmp_path))
 
@@ -114,8 +115,9 @@ def test_distill_wrong_family_teacher(teacher_workdir, tiny_data_dir, tmp_path):
 ])
 def test_distill_bad_loss_config(gan_workdir, tiny_data_dir, tmp_path, losses, error, match):
   """A feature path that does not exist, an adapter that cannot match, an unknown term."""
+  # (No classifier: the feature-space metrics' checkpoint is checked before the losses.)
   config = tiny_config('fashion_mnist/distill_l1.py', tiny_data_dir,
-                       **{'teacher.checkpoint': gan_workdir})
+                       **{'teacher.checkpoint': gan_workdir, 'eval.classifier_checkpoint': ''})
   config.losses = losses
   with pytest.raises(error, match=match):
     generator_distill.train_and_evaluate(config, str(tmp_path))
