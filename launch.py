@@ -46,7 +46,7 @@ def main(argv):
     trainer = trainers.get(config.get('trainer', 'classification'))
     trainer(config, _WORKDIR.value)
   except errors.KDError as e:
-    _fail(str(e), getattr(e, 'exit_code', 2))
+    _fail(str(e), e.exit_code)
   except errors.Preempted as e:  # not an error: the checkpoint is saved, rerunning resumes
     print(f'[kd_jax] {e}', flush=True)
     sys.exit(e.exit_code)

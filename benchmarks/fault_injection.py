@@ -411,15 +411,9 @@ def unfinished_writes(workdir: str) -> list[str]:
 def item_finite(item_dir: str) -> bool:
   """Whether every float leaf of one orbax PyTree item (restored as numpy) is finite."""
   import jax  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from kd_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   with _ORBAX_LOCK:
-    checkpointer = ocp.PyTreeCheckpointer()
-    meta = checkpointer.metadata(item_dir)
-    meta = getattr(meta, 'item_metadata', meta)
-    meta = meta.tree if hasattr(meta, 'tree') else meta
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-    restored = checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-    checkpointer.close()
+    restored = ckpt_lib.load_item_numpy(item_dir)
   floats = [np.asarray(x) for x in jax.tree.leaves(restored)]
   return all(np.isfinite(x).all() for x in floats if np.issubdtype(x.dtype, np.floating))
 

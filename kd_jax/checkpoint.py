@@ -109,16 +109,9 @@ class Checkpointer:
     return None
 
   def _preflight(self, step: int) -> None:
-    """Decodes the OCDBT manifests and indexes of the array items without reading arrays.
-
-    A damaged manifest found this way fails one synchronous call; found by orbax's parallel reads,
-    the failure leaves dozens of orphaned asyncio tasks that print tracebacks.
-    """
+    """Decodes the array items' OCDBT manifests and indexes (see `_ocdbt_index`)."""
     for item in ('state', 'export'):
-      path = self.directory / str(step) / item
-      if (path / 'manifest.ocdbt').exists():
-        kvstore = ts.KvStore.open({'driver': 'ocdbt', 'base': f'file://{path}/'}).result()
-        kvstore.list().result()
+      _ocdbt_index(self.directory / str(step) / item)
 
   def _meta(self, step: int) -> dict | None:
     """The step's `meta` item, or None when it is missing or unreadable."""
@@ -153,6 +146,22 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _ocdbt_base(item_dir: epath.Path) -> str:
+  return (str(item_dir) if '://' in str(item_dir) else f'file://{item_dir}') + '/'
+
+
+def _ocdbt_index(item_dir: epath.Path) -> set[bytes] | None:
+  """The keys of an item's OCDBT database (None: not OCDBT), decoding its manifest and index.
+
+  One synchronous call that fails on a damaged manifest or index without reading any array; found
+  by orbax's parallel reads, the same damage leaves orphaned asyncio tasks that print tracebacks.
+  """
+  if not (item_dir / 'manifest.ocdbt').exists():
+    return None
+  kvstore = ts.KvStore.open({'driver': 'ocdbt', 'base': _ocdbt_base(item_dir)}).result()
+  return set(kvstore.list().result())
 
 
 def _damage(e: BaseException) -> str:
@@ -202,7 +211,7 @@ def find_checkpoint(path: str, field: str) -> tuple[epath.Path, int]:
   if p.name.isdigit() and (p / 'export').exists():
     return p.parent, int(p.name)
   contents = sorted(x.name for x in p.iterdir())
-  held = (f'it is empty' if not contents else
+  held = ('it is empty' if not contents else
           f"it holds {', '.join(contents[:5])}{' ...' if len(contents) > 5 else ''}")
   raise errors.CheckpointError(
       f'{field}={path!r} holds no kd_jax checkpoint (no finished {CHECKPOINT_SUBDIR}/<step>; '
@@ -275,14 +284,12 @@ def restore_export(path: str, abstract_export: PyTree, field: str, *,
             f'{tuple(have[name].shape)} in the checkpoint but {tuple(leaf.shape)} in the model; set '
             f'{model_field} to the model config the teacher was trained with (or leave it empty to '
             'use the saved one).')
-    if (export_dir / 'manifest.ocdbt').exists():
-      import tensorstore as ts  # pylint: disable=import-outside-toplevel
-      base = (str(export_dir) if '://' in str(export_dir) else f'file://{export_dir}') + '/'
-      try:
-        kvstore = ts.KvStore.open({'driver': 'ocdbt', 'base': base}).result()
-        keys = set(kvstore.list().result())
-      except Exception as e:  # pylint: disable=broad-except
-        raise errors.CheckpointError(damaged.format(f'its index cannot be read: {_short(e)}')) from e
+    try:
+      keys = _ocdbt_index(export_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.CheckpointError(damaged.format(f'its index cannot be read: {_short(e)}')) from e
+    if keys is not None:
+      base = _ocdbt_base(export_dir)
       roles = tuple(f'{role}.'.encode() for role in abstract_export)
       arrays = sorted({k.rsplit(b'/', 1)[0] for k in keys
                        if k.endswith((b'/.zarray', b'/zarr.json')) and k.startswith(roles)})
@@ -361,16 +368,22 @@ def ensure_workdir(workdir: str) -> None:
                              'directory you can write.') from None
 
 
-def load_export_numpy(path: str) -> PyTree:
-  """The whole `export` item of a run's latest step as host numpy arrays (for inspection/tests).
+def load_item_numpy(item_dir: str | epath.Path) -> PyTree:
+  """One saved item (a step's `state` or `export` dir) as host numpy arrays (inspection/tests).
 
   Restoring as numpy needs no target shardings, so it works whatever topology saved the run.
   """
-  directory, step = find_checkpoint(path, 'path')
-  export_dir = directory / str(step) / 'export'
+  item_dir = epath.Path(os.path.abspath(item_dir)) if '://' not in str(item_dir) else item_dir
   checkpointer = ocp.PyTreeCheckpointer()
-  meta = _tree_metadata(checkpointer, export_dir)
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-  restored = checkpointer.restore(export_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  checkpointer.close()
-  return restored
+  try:
+    meta = _tree_metadata(checkpointer, item_dir)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+    return checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  finally:
+    checkpointer.close()
+
+
+def load_export_numpy(path: str) -> PyTree:
+  """The whole `export` item of a run's latest step as host numpy arrays (see `load_item_numpy`)."""
+  directory, step = find_checkpoint(path, 'path')
+  return load_item_numpy(directory / str(step) / 'export')

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 from typing import Any, Iterator
 
 import flax.linen as nn
@@ -33,10 +34,8 @@ def check_fields(config: Any, defaults: ml_collections.ConfigDict, prefix: str =
   """
   for key in config.keys():
     if key not in defaults:
-      close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
-      hint = f"did you mean '{prefix}.{close[0]}'?" if close else (
-          f"known fields: {', '.join(sorted(defaults.keys()))}")
-      raise errors.ConfigError(f"unknown config field '{prefix}.{key}'; {hint}")
+      raise errors.ConfigError(f"unknown config field '{prefix}.{key}'; "
+                               f"{_closest(key, defaults.keys(), prefix, quote=True)}")
     value, default = config[key], defaults[key]
     if key in FREE_FORM:
       continue
@@ -53,6 +52,18 @@ def check_fields(config: Any, defaults: ml_collections.ConfigDict, prefix: str =
 
 # Fields that may also be None (documented meaning: "decide automatically").
 NULLABLE = frozenset({'cache_in_memory'})
+
+
+def _closest(key: str, known: Any, prefix: str, quote: bool = False) -> str:
+  """'did you mean <prefix>.<closest>?', or the known fields when none is close."""
+  known = sorted(known)
+  close = difflib.get_close_matches(key, known, n=1)
+  if close:
+    return f"did you mean '{prefix}.{close[0]}'?" if quote else f'did you mean {prefix}.{close[0]}?'
+  if not known:
+    return f'{prefix.lstrip("-")} has no fields'
+  return (f"known fields: {', '.join(known)}" if quote else
+          f"fields of {prefix.lstrip('-')}: {', '.join(known)}")
 
 
 def check_type(value: Any, default: Any, field: str) -> None:
@@ -84,6 +95,27 @@ def _expected_type(default: Any, value: Any) -> tuple[str, bool]:
 
 def _a(noun: str) -> str:
   return f"an {noun}" if noun[:1] in 'aeiou' else f'a {noun}'
+
+
+def flatten(config: Any, prefix: str = '') -> dict[str, Any]:
+  """`{'dotted.field': leaf}` of a (nested) ConfigDict; an empty group is a leaf."""
+  out: dict[str, Any] = {}
+  for k, v in config.items():
+    if isinstance(v, (ml_collections.ConfigDict, dict)) and v:
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_count(value: Any, field: str, *, low: int | None = 1, meaning: str = '') -> None:
+  """ConfigError unless `value` is an integer (not a bool) and, with `low`, at least `low`."""
+  is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+  if not is_int or (low is not None and value < low):
+    what = ('an integer' if low is None else 'a positive integer' if low == 1 else
+            f'an integer >= {low}')
+    raise errors.ConfigError(f'{field}={value!r} must be {what}'
+                             f'{f" ({meaning})" if meaning else ""}.')
 
 
 def to_dict(value: Any) -> Any:
@@ -153,11 +185,8 @@ def check_override(config: Any, dotted: str, raw: str | None = None) -> None:
           f'--config.{dotted}: {done} is {_a(type(node).__name__)} ({node!r}), not a group of '
           f'fields; set --{done}=<value> instead.')
     if part not in node:
-      keys = sorted(node.keys())
-      close = difflib.get_close_matches(part, keys, n=1)
-      hint = (f'did you mean --{done}.{close[0]}?' if close else
-              f"fields of {done}: {', '.join(keys)}" if keys else f'{done} has no fields')
-      raise errors.ConfigError(f'unknown config field --config.{dotted}; {hint}')
+      raise errors.ConfigError(f'unknown config field --config.{dotted}; '
+                               f'{_closest(part, node.keys(), "--" + done)}')
     node, done = node[part], f'{done}.{part}'
   if raw is None:
     return
@@ -199,7 +228,6 @@ def load_config_file(path: str, arg: str | None = None, *, relative_to: str | No
       `get_config(arg)` raised (e.g. a `:variant` it does not have), or it returned no ConfigDict.
   """
   import importlib.util  # pylint: disable=import-outside-toplevel
-  import os  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if repo not in sys.path:
@@ -257,7 +285,6 @@ def _one_line(e: BaseException, limit: int = 400) -> str:
 
 def _line_in(e: BaseException, path: str) -> str:
   """' (at <file>:<line>)' for the innermost frame in a config file (this one or one next to it)."""
-  import os  # pylint: disable=import-outside-toplevel
   import traceback  # pylint: disable=import-outside-toplevel
   configs_dir = os.path.dirname(os.path.abspath(path))
   mine = [f for f in traceback.extract_tb(e.__traceback__)
@@ -267,7 +294,6 @@ def _line_in(e: BaseException, path: str) -> str:
 
 def _show(path: str) -> str:
   """`path` relative to the repository root when inside it, else absolute."""
-  import os  # pylint: disable=import-outside-toplevel
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   path = os.path.abspath(path)
   return os.path.relpath(path, repo) if path.startswith(repo + os.sep) else path
@@ -286,7 +312,6 @@ def _variant_hint(e: BaseException, arg: str | None, path: str) -> str:
 
 def _nearby_configs(path: str, repo: str) -> str:
   """'did you mean <file>?' among the .py config files next to `path` (else in the repo's configs/)."""
-  import os  # pylint: disable=import-outside-toplevel
   directory = path if os.path.isdir(path) else os.path.dirname(path)
   if not os.path.isdir(directory):
     directory = os.path.join(repo, 'configs')

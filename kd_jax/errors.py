@@ -2,6 +2,7 @@
 
 `launch.py` prints the message of any `KDError` on one line and exits non-zero; tests assert on it.
 """
+import signal
 
 
 class KDError(Exception):
@@ -33,8 +34,8 @@ class Preempted(Exception):
   for SIGTERM, 130 for SIGINT), the code a scheduler expects from a terminated job.
   """
 
-  def __init__(self, signal_name: str, signum: int, step: int):
-    super().__init__(f'preempted ({signal_name}) at step {step}: checkpoint saved; rerun the same '
-                     'command to resume')
+  def __init__(self, signum: int, step: int):
+    super().__init__(f'preempted ({signal.Signals(signum).name}) at step {step}: checkpoint saved; '
+                     'rerun the same command to resume')
     self.step = step
     self.exit_code = 128 + signum

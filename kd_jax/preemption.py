@@ -29,12 +29,6 @@ from jax.experimental import multihost_utils
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
-def _distributed() -> bool:
-  # `jax.distributed.initialize` leaves a client; without one there is no sync manager.
-  from jax._src import distributed  # pylint: disable=import-outside-toplevel
-  return distributed.global_state.client is not None
-
-
 class Preemption:
   """Context manager that turns SIGTERM/SIGINT into a request to checkpoint and stop.
 
@@ -51,7 +45,8 @@ class Preemption:
     self._multi = False
 
   def __enter__(self) -> 'Preemption':
-    self._multi = _distributed() and jax.process_count() > 1
+    # Several processes means `jax.distributed` is initialised, with its preemption sync manager.
+    self._multi = jax.process_count() > 1
     handled = (signal.SIGINT,) if self._multi else HANDLED
     for sig in handled:
       try:
@@ -77,10 +72,6 @@ class Preemption:
     if self._multi:
       # Enter JAX's preemption protocol (its notifier listens for SIGTERM).
       os.kill(os.getpid(), signal.SIGTERM)
-
-  @property
-  def signal_name(self) -> str:
-    return signal.Signals(self.signum).name if self.signum else 'SIGTERM'
 
   def reached(self, step: int) -> bool:
     """Whether this step is the one to save and stop at (the same step on every process).

@@ -17,16 +17,17 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from kd_jax import errors
+from kd_jax import config_utils, errors
 
 FILE = 'run_config.json'
+_UNSET = '<unset>'  # shown for a field one side lacks
 RESUMABLE = frozenset({'total_steps', 'log_every', 'eval_every', 'checkpoint_every',
                        'keep_checkpoints', 'data.data_dir', 'data.cache_in_memory'})
 
 
 def of_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The defining fields as flat, JSON-plain `{'dotted.field': value}` (tuples become lists)."""
-  flat = _flat(config)
+  flat = config_utils.flatten(config)
   plain = json.loads(json.dumps(flat, default=str, sort_keys=True))
   return {k: v for k, v in plain.items() if k not in RESUMABLE}
 
@@ -37,7 +38,7 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
   for key in sorted(set(saved) | set(current)):
     if key in RESUMABLE:
       continue
-    a, b = saved.get(key, '<unset>'), current.get(key, '<unset>')
+    a, b = saved.get(key, _UNSET), current.get(key, _UNSET)
     if a != b:
       out.append(f'config.{key}: {_short(a)} in the run, {_short(b)} now')
   return out
@@ -88,17 +89,6 @@ def record(workdir: str, current: Mapping[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def _flat(config: Any, prefix: str = '') -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for k, v in config.items():
-    if isinstance(v, (ml_collections.ConfigDict, dict)) and v:
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def _short(value: Any) -> str:
-  text = json.dumps(value) if not isinstance(value, str) or value == '<unset>' else repr(value)
-  text = value if value == '<unset>' else text
+  text = value if value is _UNSET else repr(value) if isinstance(value, str) else json.dumps(value)
   return text if len(text) <= 60 else text[:57] + '...'

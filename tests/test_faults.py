@@ -9,11 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, tiny_config
@@ -48,14 +46,6 @@ def _steps_on_disk(workdir):
                 if os.path.basename(p).isdigit())
 
 
-def _state_numpy(workdir, step):
-  checkpointer = ocp.PyTreeCheckpointer()
-  path = os.path.abspath(f'{workdir}/checkpoints/{step}/state')
-  meta = ckpt_lib._tree_metadata(checkpointer, path)  # pylint: disable=protected-access
-  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
-
-
 def _launch_cmd(workdir, data_dir, *extra):
   return [sys.executable, os.path.join(REPO, 'launch.py'), '--config', SCRATCH,
           f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
@@ -67,32 +57,31 @@ def _env(devices):
               TF_CPP_MIN_LOG_LEVEL='2')
 
 
-def _wait_for_step(proc_out_path, step, procs, timeout=300):
-  """Blocks until the progress line of `step` is in the file (or a process ended)."""
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    with open(proc_out_path) as f:
-      if re.search(rf'\[kd_jax\] step {step}/', f.read()):
-        return
-    if any(p.poll() is not None for p in procs):
-      return
-    time.sleep(0.1)
-  raise TimeoutError(f'step {step} not reached')
+def _read_through_step(proc, step):
+  """The process's output lines up to the progress line of `step` (or to its end, if it ends first).
+
+  Reads the pipe line by line, so the signal that follows lands after that step has run.
+  """
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if re.match(rf'\[kd_jax\] step {step}/', line):
+      break
+  return lines
 
 
 # --- SIGTERM -----------------------------------------------------------------------------------
 
 def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tiny_data_dir, tmp_path):
-  workdir, log = tmp_path / 'preempted', tmp_path / 'out.txt'
-  with open(log, 'w') as out:
-    # Many steps with checkpoints far apart: without the handler the signal would lose them all.
-    proc = subprocess.Popen(_launch_cmd(workdir, tiny_data_dir, '--config.total_steps=100000',
-                                        '--config.checkpoint_every=50000'),
-                            env=_env(2), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
-    _wait_for_step(log, 3, [proc])
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-  text = log.read_text()
+  workdir = tmp_path / 'preempted'
+  # Many steps with checkpoints far apart: without the handler the signal would lose them all.
+  proc = subprocess.Popen(_launch_cmd(workdir, tiny_data_dir, '--config.total_steps=100000',
+                                      '--config.checkpoint_every=50000'),
+                          env=_env(2), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  lines = _read_through_step(proc, 3)
+  proc.send_signal(signal.SIGTERM)
+  text = ''.join(lines) + proc.communicate(timeout=120)[0]
   assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
   match = re.search(r'preempted \(SIGTERM\) at step (\d+): checkpoint saved', text)
   assert match, text[-3000:]
@@ -124,25 +113,25 @@ def _free_port():
 
 def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(tiny_data_dir, tmp_path):
   workdir, port = tmp_path / 'multi', _free_port()
-  logs = [tmp_path / f'out{i}.txt' for i in range(2)]
-  files = [open(p, 'w') for p in logs]
-  procs = [subprocess.Popen(
-      _launch_cmd(workdir, tiny_data_dir, '--config.total_steps=100000',
-                  '--config.checkpoint_every=50000', f'--coordinator_address=127.0.0.1:{port}',
-                  '--num_processes=2', f'--process_id={i}', '--cpu_collectives=gloo'),
-      env=_env(1), cwd=REPO, stdout=f, stderr=subprocess.STDOUT, text=True)
-      for i, f in enumerate(files)]
-  try:
-    _wait_for_step(logs[0], 3, procs)
-    procs[1].send_signal(signal.SIGTERM)  # only one host is told, as on a pod
-    for p in procs:
-      p.wait(timeout=180)
-  finally:
-    for p in procs:
-      p.kill() if p.poll() is None else None
-    for f in files:
-      f.close()
-  texts = [p.read_text() for p in logs]
+  log1 = tmp_path / 'out1.txt'
+  with open(log1, 'w') as out1:
+    # Process 0's output through a pipe (read to know when to signal), process 1's to a file.
+    procs = [subprocess.Popen(
+        _launch_cmd(workdir, tiny_data_dir, '--config.total_steps=100000',
+                    '--config.checkpoint_every=50000', f'--coordinator_address=127.0.0.1:{port}',
+                    '--num_processes=2', f'--process_id={i}', '--cpu_collectives=gloo'),
+        env=_env(1), cwd=REPO, stdout=subprocess.PIPE if i == 0 else out1,
+        stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+      lines = _read_through_step(procs[0], 3)
+      procs[1].send_signal(signal.SIGTERM)  # only one host is told, as on a pod
+      text0 = ''.join(lines) + procs[0].communicate(timeout=180)[0]
+      procs[1].wait(timeout=180)
+    finally:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+  texts = [text0, log1.read_text()]
   assert [p.returncode for p in procs] == [143, 143], texts[0][-2000:] + texts[1][-2000:]
   saved = int(re.search(r'preempted \(SIGTERM\) at step (\d+)', texts[0]).group(1))
   last_printed = max(int(s) for s in re.findall(r'\[kd_jax\] step (\d+)/', texts[0]))
@@ -163,7 +152,7 @@ def test_nonfinite_training_stops_and_never_reaches_disk(tiny_data_dir, tmp_path
   assert steps and max(steps) < bad_step
   assert f'the newest checkpoint, step {max(steps)}, is finite' in str(info.value)
   for step in steps:
-    for name, leaf in _flat(_state_numpy(workdir, step)).items():
+    for name, leaf in _flat(ckpt_lib.load_item_numpy(f'{workdir}/checkpoints/{step}/state')).items():
       if np.issubdtype(leaf.dtype, np.floating):
         assert np.isfinite(leaf).all(), (step, name)
   assert not os.path.exists(f'{workdir}/summary.json')

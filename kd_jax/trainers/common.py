@@ -77,10 +77,7 @@ def check_positive_counts(config: ml_collections.ConfigDict) -> None:
   for dotted in POSITIVE_COUNTS:
     group, name = dotted.split('.')
     if group in config and name in config[group]:
-      value = config[group][name]
-      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise errors.ConfigError(f'config.{dotted}={value!r} must be a positive integer, e.g. '
-                                 f'config.{dotted}=64.')
+      config_utils.check_count(config[group][name], f'config.{dotted}')
 
 
 def train_batches(config: ml_collections.ConfigDict, source: Any,

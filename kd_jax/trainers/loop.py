@@ -23,7 +23,7 @@ from absl import logging
 from clu import metric_writers
 
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax import errors, parallel, report, run_identity
+from kd_jax import config_utils, errors, parallel, report, run_identity
 from kd_jax import preemption as preemption_lib
 from kd_jax.types import Array, Batch, PyTree
 
@@ -61,26 +61,22 @@ class Settings:
   identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    for name, low in _LOWEST.items():
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise errors.ConfigError(f'config.{name}={value!r} must be an integer.')
-      if value < low:
-        raise errors.ConfigError(f'config.{name}={value} must be >= {low} ({_MEANING[name]}).')
+    for name, (low, meaning) in _RANGES.items():
+      config_utils.check_count(getattr(self, name), f'config.{name}', low=low, meaning=meaning)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'Settings':
-    hparams = {k: v for k, v in _flat_config(config).items()
+    hparams = {k: v for k, v in config_utils.flatten(config).items()
                if isinstance(v, (int, float, str, bool))}
     return cls(config.trainer, *(config[f] for f in LOOP_FIELDS), hparams=hparams,
                identity=run_identity.of_config(config))
 
 
-_LOWEST = {'seed': -2**63, 'total_steps': 1, 'log_every': 1, 'eval_every': 0,
-           'checkpoint_every': 1, 'keep_checkpoints': 1}
-_MEANING = {'total_steps': 'steps to train', 'log_every': 'steps per progress line',
-            'eval_every': 'steps per evaluation; 0 evaluates only at the end',
-            'checkpoint_every': 'steps per checkpoint', 'keep_checkpoints': 'checkpoints kept'}
+_RANGES = {'seed': (None, ''), 'total_steps': (1, 'steps to train'),
+           'log_every': (1, 'steps per progress line'),
+           'eval_every': (0, 'steps per evaluation; 0 evaluates only at the end'),
+           'checkpoint_every': (1, 'steps per checkpoint'),
+           'keep_checkpoints': (1, 'checkpoints kept')}
 
 
 @dataclasses.dataclass
@@ -265,28 +261,23 @@ def _init_or_restore(task: Task, checkpointer: ckpt_lib.Checkpointer, root_key: 
   return state, start
 
 
-class _FiniteGuard:
-  """Reads the per-step finiteness flags (one transfer) before every save and progress line."""
-
-  def __init__(self) -> None:
-    self.flags: list[Array] = []
-    self.last_saved: int | None = None
-
-  def check(self, step: int, pending: Sequence[Mapping[str, Array]]) -> None:
-    """Raises DivergedError for the first non-finite step since the last check."""
-    if not self.flags:
-      return
-    flags = parallel.fetch(jnp.stack(self.flags))
-    n = len(self.flags)
-    self.flags.clear()
-    bad = np.flatnonzero(~flags.all(axis=1))
-    if bad.size:
-      i = int(bad[0])
-      # `pending` holds at least the steps since the last check (it is cleared at progress lines,
-      # which also check), so the bad step's metrics are its i-th entry from the end minus n.
-      metrics = parallel.fetch(pending[len(pending) - n + i])
-      raise _divergence(step - n + 1 + i, {k: float(v) for k, v in metrics.items()},
-                        bool(flags[i, 1]), self.last_saved)
+def _check_finite(flags: list[Array], pending: Sequence[Mapping[str, Array]], step: int,
+                  last_saved: int | None) -> None:
+  """Reads the finiteness flags of the steps since the last check (one transfer) and clears them;
+  DivergedError for the first non-finite one."""
+  if not flags:
+    return
+  values = parallel.fetch(jnp.stack(flags))
+  n = len(flags)
+  flags.clear()
+  bad = np.flatnonzero(~values.all(axis=1))
+  if bad.size:
+    i = int(bad[0])
+    # `pending` holds at least the steps since the last check (it is cleared at progress lines,
+    # which also check), so the bad step's metrics are its i-th entry from the end minus n.
+    metrics = parallel.fetch(pending[len(pending) - n + i])
+    raise _divergence(step - n + 1 + i, {k: float(v) for k, v in metrics.items()},
+                      bool(values[i, 1]), last_saved)
 
 
 def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
@@ -302,8 +293,7 @@ def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
   chief = parallel.is_chief()
   total = int(settings.total_steps)
   pending: list[Mapping[str, Array]] = []
-  guard = _FiniteGuard()
-  guard.last_saved = start or None
+  flags: list[Array] = []
   t_last, steps_since = time.perf_counter(), 0
   for step in range(start + 1, total + 1):
     local = next(task.train_batches)
@@ -312,14 +302,14 @@ def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
     stage = bisect.bisect_left(stage_ends, step)
     state, metrics, finite = step_fns[stage](state, teacher, batch, root_key)
     pending.append(metrics)
-    guard.flags.append(finite)
+    flags.append(finite)
     steps_since += 1
     log = step % settings.log_every == 0 or step == total
     # Every process asks every step: in a multi-process run JAX's protocol counts the calls.
     preempted = preemption.reached(step)
     save = preempted or step == total or checkpointer.manager.should_save(step)
     if log or save:
-      guard.check(step, pending)
+      _check_finite(flags, pending, step, checkpointer.latest_step())
     if log:
       # One device→host transfer per log period keeps the host out of the step loop.
       stacked = parallel.fetch(pending)
@@ -342,10 +332,9 @@ def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
       # Before evaluating: a preemption during a long evaluation then loses nothing.
       _save(checkpointer, task, state, step, force=preempted or step == total,
             identity=settings.identity)
-      guard.last_saved = step
     if preempted:
       checkpointer.wait()
-      raise errors.Preempted(preemption.signal_name, preemption.signum or 15, step)
+      raise errors.Preempted(preemption.signum, step)
     if settings.eval_every and (step % settings.eval_every == 0) and step != total:
       last_eval = task.evaluate(state, step, writer)
       writer.write_scalars(step, last_eval)
@@ -354,13 +343,13 @@ def _train(task: Task, settings: Settings, mesh: jax.sharding.Mesh,
 
 
 def _save(checkpointer: ckpt_lib.Checkpointer, task: Task, state: PyTree, step: int,
-          force: bool, identity: Mapping[str, Any] | None = None) -> None:
+          force: bool, identity: Mapping[str, Any]) -> None:
   data_state = task.train_batches.get_state() if hasattr(task.train_batches, 'get_state') else {}
   # Round-trip through JSON so the saved iterator state is plain data.
   data_state = json.loads(json.dumps(data_state, default=_json_default))
   export = jax.jit(task.export)(state)
   checkpointer.save(step, state=state, data_state=data_state, export=export,
-                    meta=dict(task.meta, step=step, identity=dict(identity or {})), force=force)
+                    meta=dict(task.meta, step=step, identity=dict(identity)), force=force)
 
 
 def _json_default(o: Any) -> Any:
@@ -369,14 +358,3 @@ def _json_default(o: Any) -> Any:
   if isinstance(o, bytes):
     return o.decode('latin-1')
   return str(o)
-
-
-def _flat_config(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for k, v in config.items():
-    if isinstance(v, ml_collections.ConfigDict):
-      out.update(_flat_config(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
