@@ -35,10 +35,8 @@ def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int]
   net = teacher_lib.restore_teacher(checkpoint, {}, role='model', init_args=(example,),
                                     init_kwargs={'train': False}, field='config.eval.classifier',
                                     checkpoint_field=CLASSIFIER_FIELD)
+  # (Its kind and `layer` were checked before training: `check_classifier`.)
   variables = jax.device_get(net.variables)
-  with config_utils.field_context('config.eval.feature_layer'):
-    jax.eval_shape(lambda v, x: features_lib.apply_with_features(net.module, v, x, [layer],
-                                                                 train=False), variables, example)
 
   def fn(images: Array) -> Array:
     _, feats, _ = features_lib.apply_with_features(net.module, variables, images, [layer],
