@@ -35,7 +35,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    _fail(f'unexpected arguments {argv[1:]}: every option is a flag, e.g. --workdir=DIR or '
+          '--config.<field>=value (see python launch.py --help).')
   _quiet_logs()
   # Imports after flag parsing so --help is fast and XLA_FLAGS set by the caller take effect.
   from kd_jax import errors, parallel, trainers  # pylint: disable=import-outside-toplevel

@@ -263,6 +263,12 @@ def restore_export(path: str, abstract_export: PyTree, field: str, *,
     raise errors.CheckpointError(damaged.format('the directory is missing'))
   checkpointer = ocp.PyTreeCheckpointer()
   try:
+    # The index first, synchronously: orbax's metadata read of a damaged index leaves asynchronous
+    # reads behind that print tracebacks at exit.
+    try:
+      keys = _ocdbt_index(export_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.CheckpointError(damaged.format(f'its index cannot be read: {_short(e)}')) from e
     try:
       meta_tree = _tree_metadata(checkpointer, export_dir)
     except errors.CheckpointError as e:
@@ -284,10 +290,6 @@ def restore_export(path: str, abstract_export: PyTree, field: str, *,
             f'{tuple(have[name].shape)} in the checkpoint but {tuple(leaf.shape)} in the model; set '
             f'{model_field} to the model config the teacher was trained with (or leave it empty to '
             'use the saved one).')
-    try:
-      keys = _ocdbt_index(export_dir)
-    except Exception as e:  # pylint: disable=broad-except
-      raise errors.CheckpointError(damaged.format(f'its index cannot be read: {_short(e)}')) from e
     if keys is not None:
       base = _ocdbt_base(export_dir)
       roles = tuple(f'{role}.'.encode() for role in abstract_export)

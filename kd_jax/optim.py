@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import ml_collections
@@ -35,6 +36,12 @@ def learning_rate(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
                    field: str = 'config.optimizer') -> optax.GradientTransformation:
   """An optimizer config (`field` names it in errors) → optax transformation (optional clipping)."""
+  lr = cfg.get('learning_rate')
+  # A negative rate ascends the loss and NaN poisons step 1: both would "train" without a word.
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    raise errors.ConfigError(f'{field}.learning_rate={lr!r} must be a finite number > 0.')
+  config_utils.check_count(cfg.get('warmup_steps', 0), f'{field}.warmup_steps', low=0,
+                           meaning='steps of linear warm-up from 0')
   with config_utils.field_context(field):
     return _make_optimizer(cfg, total_steps)
 

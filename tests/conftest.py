@@ -1,10 +1,22 @@
 """Shared fixtures. 8 virtual CPU devices for every test (set before jax is imported)."""
+import contextlib
+import fcntl
 import gzip
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Most tests compile the same tiny programs (the same student step under several configs, the
+# same run again to resume it, subprocesses that repeat an in-process run): XLA's persistent cache,
+# shared by the xdist workers and the launch.py subprocesses (they inherit the environment), halves
+# the suite's compile time. Keys hold the HLO, the devices and the jax version, so a cache left by
+# an earlier run can only hit for an identical program.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), f'kd_jax_tests_jax_cache_{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -48,15 +60,36 @@ def make_tiny_idx(directory: str, n_train: int = TINY_TRAIN, n_test: int = TINY_
   return directory
 
 
+def shared_dir(tmp_path_factory, name: str, build) -> str:
+  """`build(path)` once per test session, its directory shared by every xdist worker.
+
+  The first worker to ask builds it under a lock; the others wait and reuse it (xdist runs each
+  session-scoped fixture once per worker otherwise: the tiny teachers would be trained twice).
+  Tests only read what is built here; those that damage or resume a run copy it first.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # the session's temp root, common to all workers
+  path = root / f'shared_{name}'
+  with open(root / f'shared_{name}.lock', 'w') as lock, contextlib.ExitStack() as stack:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    stack.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+    if not (path / '.built').exists():
+      shutil.rmtree(path, ignore_errors=True)
+      path.mkdir()
+      build(path)
+      (path / '.built').touch()
+  return str(path)
+
+
 @pytest.fixture(scope='session')
 def tiny_data_dir(tmp_path_factory) -> str:
   """A TFDS data dir holding a tiny `fashion_mnist` built by kd_jax's real offline builder."""
   from kd_jax.data import fashion_mnist  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.mktemp('tfds')
-  idx = make_tiny_idx(str(root / 'idx'))
-  data_dir = str(root / 'data')
-  fashion_mnist.build(data_dir, idx)
-  return data_dir
+
+  def build(root):
+    fashion_mnist.build(str(root / 'data'), make_tiny_idx(str(root / 'idx')))
+  return os.path.join(shared_dir(tmp_path_factory, 'tfds', build), 'data')
 
 
 def load_config(relpath: str, arg: str | None = None):
@@ -79,9 +112,11 @@ def tiny_config(relpath: str, data_dir: str, **fields):
 def teacher_workdir(tiny_data_dir, tmp_path_factory) -> str:
   """A tiny classification teacher trained once per session."""
   from kd_jax.trainers import classification  # pylint: disable=import-outside-toplevel
-  workdir = str(tmp_path_factory.mktemp('teacher'))
-  classification.train_and_evaluate(tiny_config('fashion_mnist/teacher.py', tiny_data_dir), workdir)
-  return workdir
+
+  def build(root):
+    classification.train_and_evaluate(tiny_config('fashion_mnist/teacher.py', tiny_data_dir),
+                                      str(root / 'run'))
+  return os.path.join(shared_dir(tmp_path_factory, 'teacher', build), 'run')
 
 
 @pytest.fixture(autouse=True)

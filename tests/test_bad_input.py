@@ -167,6 +167,28 @@ def test_wrong_type_or_value_names_the_field(tiny_data_dir, tmp_path, fields, ma
   assert not os.path.exists(tmp_path / 'w')  # failed before the workdir was made
 
 
+@pytest.mark.parametrize('fields,match', [
+    ({'optimizer.learning_rate': -0.1}, r'config.optimizer.learning_rate=-0.1 must be a finite '
+                                        r'number > 0'),
+    ({'optimizer.learning_rate': float('nan')}, r'learning_rate=nan must be a finite number'),
+    ({'optimizer.warmup_steps': -10}, r'config.optimizer.warmup_steps=-10 must be an integer >= 0'),
+    ({'data.crop_padding': -2}, r'config.data.crop_padding=-2 must be an integer >= 0'),
+    ({'data.mixup_alpha': -1.0, 'losses': [('kd', 1.0, {'temperature': 1.0})]},
+     r'config.data.mixup_alpha=-1.0 must be a number >= 0'),
+    ({'model.num_classes': 5}, r"config.model gives 5 logits but 'fashion_mnist' has 10 classes; "
+                               r'set config.model.num_classes=10'),
+])
+def test_values_that_would_train_wrongly_are_refused(tiny_data_dir, teacher_workdir, tmp_path,
+                                                     fields, match):
+  """Each of these used to train (a negative rate ascends the loss), end in a traceback from inside
+  the step's trace, or stop at step 1 as "diverged" with the wrong advice."""
+  config = _with(tiny_config('fashion_mnist/kd_student.py', tiny_data_dir,
+                             **{'teacher.checkpoint': teacher_workdir}), **fields)
+  with pytest.raises(errors.ConfigError, match=match):
+    classification.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not glob.glob(str(tmp_path / 'w' / '*'))  # nothing written
+
+
 def test_a_float_field_accepts_an_int(tiny_data_dir):
   from kd_jax import config_utils  # pylint: disable=import-outside-toplevel
   config = _with(tiny_config('fashion_mnist/teacher.py', tiny_data_dir),

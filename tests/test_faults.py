@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, shared_dir, tiny_config
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import errors, parallel
 from kd_jax.trainers import classification, loop
@@ -207,17 +207,19 @@ def _damage(step_dir, mode):
 @pytest.fixture(scope='module')
 def finished_run(tiny_data_dir, tmp_path_factory):
   """A 20-step run with checkpoints 10, 15, 20, and the same run straight to 25 steps."""
-  root = tmp_path_factory.mktemp('finished')
   kw = dict(checkpoint_every=5, keep_checkpoints=3, log_every=100)
-  # Module-scoped fixtures run before the autouse 2-device mesh: use the same mesh as the tests.
-  real = parallel.make_mesh
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(parallel, 'make_mesh', lambda devices=None: real(jax.devices()[:2]))
-    classification.train_and_evaluate(_config(tiny_data_dir, total_steps=20, **kw),
-                                      str(root / 'run'))
-    classification.train_and_evaluate(_config(tiny_data_dir, total_steps=25, **kw),
-                                      str(root / 'straight'))
-  return str(root / 'run'), str(root / 'straight'), kw
+
+  def build(root):
+    # Module-scoped fixtures run before the autouse 2-device mesh: use the same mesh as the tests.
+    real = parallel.make_mesh
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(parallel, 'make_mesh', lambda devices=None: real(jax.devices()[:2]))
+      classification.train_and_evaluate(_config(tiny_data_dir, total_steps=20, **kw),
+                                        str(root / 'run'))
+      classification.train_and_evaluate(_config(tiny_data_dir, total_steps=25, **kw),
+                                        str(root / 'straight'))
+  root = shared_dir(tmp_path_factory, 'finished', build)
+  return os.path.join(root, 'run'), os.path.join(root, 'straight'), kw
 
 
 @pytest.mark.parametrize('mode', ['truncated_arrays', 'empty_manifest', 'missing_metadata',

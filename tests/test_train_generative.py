@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import tiny_config
+from conftest import shared_dir, tiny_config
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import data, errors, models
 from kd_jax.metrics import image as image_metrics
@@ -26,12 +26,12 @@ def _flat(tree):
 
 @pytest.fixture(scope='module')
 def gan_workdir(tiny_data_dir, teacher_workdir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('gan_teacher'))
-  summary = gan.train_and_evaluate(
-      tiny_config('fashion_mnist/gan_teacher.py', tiny_data_dir,
-                  **{'eval.classifier_checkpoint': teacher_workdir}), workdir)
-  assert summary['step'] == 4
-  return workdir
+  def build(root):
+    summary = gan.train_and_evaluate(
+        tiny_config('fashion_mnist/gan_teacher.py', tiny_data_dir,
+                    **{'eval.classifier_checkpoint': teacher_workdir}), str(root / 'run'))
+    assert summary['step'] == 4
+  return os.path.join(shared_dir(tmp_path_factory, 'gan_teacher', build), 'run')
 
 
 def test_gan_teacher_checkpoint_grids_and_quality(gan_workdir, teacher_workdir, tiny_data_dir):

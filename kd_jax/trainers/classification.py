@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from kd_jax import config_utils, errors, optim, parallel
+from kd_jax import config_utils, data, errors, optim, parallel
 from kd_jax.data import augment
 from kd_jax.distill import core, crd as crd_lib
 from kd_jax.losses.compose import Composite
@@ -109,6 +109,13 @@ def train_step(state: TrainState, teacher: PyTree, batch: Batch, rng: Array, *, 
 def build_spec(config: ml_collections.ConfigDict, student: Any, teachers: list[Any], train_src: Any,
                example: Array) -> tuple[Spec, list[stages_lib.Stage]]:
   """The boundary: reads the config's loss, CRD and data fields into a `Spec` (and the stages)."""
+  d = config.data
+  config_utils.check_count(d.crop_padding, 'config.data.crop_padding', low=0,
+                           meaning='pixels of padding of the random crop')
+  if isinstance(d.mixup_alpha, bool) or not isinstance(d.mixup_alpha, (int, float)) or not (
+      d.mixup_alpha >= 0):
+    raise errors.ConfigError(f'config.data.mixup_alpha={d.mixup_alpha!r} must be a number >= 0 '
+                             '(the Beta(α, α) of mixup; 0 turns it off).')
   stage_list = stages_lib.build(config, run_values={'num_data': len(train_src)})
   required = stages_lib.required_keys(stage_list)
   common.check_keys(required, OFFERS, 'classification', len(teachers))
@@ -126,9 +133,20 @@ def build_spec(config: ml_collections.ConfigDict, student: Any, teachers: list[A
   with config_utils.field_context('config.losses'):
     distiller = core.build(student, teachers, required, output='logits', example=example,
                            adapter=config.adapter, crd=crd)
-  d = config.data
   return Spec(distiller, tuple(s.composite for s in stage_list), bool(d.augment),
               int(d.crop_padding), bool(d.flip), float(d.mixup_alpha)), stage_list
+
+
+def check_num_classes(student: Any, example: Array, dataset: str, data_dir: str | None) -> None:
+  """ConfigError when the student has fewer logits than the dataset has classes: labels past the
+  last logit make the cross-entropy NaN at step 1, which would otherwise read as divergence."""
+  logits = jax.eval_shape(functools.partial(student.init_with_output, train=False),
+                          jax.random.key(0), example)[0]
+  classes = data.dataset_info(dataset, data_dir).num_classes
+  if getattr(logits, 'ndim', 0) == 2 and logits.shape[-1] < classes:
+    raise errors.ConfigError(
+        f'config.model gives {logits.shape[-1]} logits but {dataset!r} has {classes} classes; set '
+        f'config.model.num_classes={classes}.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -136,6 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run = common.prepare(config, default_config(), workdir, with_eval=True)
   example = jnp.zeros((1, *run.image_shape), jnp.float32)
   student = config_utils.build_model(config.model, 'config.model')
+  check_num_classes(student, example, config.data.name, config.data.data_dir or None)
   teachers = common.restore_teachers(config, role='model', example=example)
   spec, stage_list = build_spec(config, student, teachers, run.train_source, example)
   tx = stages_lib.make_tx(stage_list)

@@ -7,12 +7,13 @@ config field prefixed by `config_utils.field_context`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
+from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, data, errors, keys, parallel
 from kd_jax import teacher as teacher_lib
 from kd_jax.checkpoint import ensure_workdir
@@ -58,6 +59,9 @@ def prepare(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDi
   for name in sizes:
     with config_utils.field_context(f'config.data.{name}'):
       parallel.check_global_batch(config.data[name], mesh)
+  # A missing or unfinished teacher run is named now, not after the data is opened (JSON only).
+  for where, checkpoint in teacher_checkpoints(config):
+    ckpt_lib.read_meta(checkpoint, where)
   ensure_workdir(workdir)
   splits = [config.data.train_split] + ([config.data.eval_split] if with_eval else [])
   with config_utils.field_context('config.data'):
@@ -70,6 +74,28 @@ def prepare(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDi
     from kd_jax.trainers import gen_eval  # pylint: disable=import-outside-toplevel
     gen_eval.check_classifier(ev.classifier_checkpoint, ev.feature_layer, image_shape)
   return RunSetup(mesh, sources[0], sources[1] if with_eval else None, image_shape)
+
+
+def teacher_checkpoints(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """(config field, path) of every teacher checkpoint the config names; malformed entries are left
+  to `restore_teachers`, which explains the expected form.
+
+  Raises:
+    ConfigError: both `config.teacher.checkpoint` and `config.teachers` are set.
+  """
+  out = []
+  teacher = config.get('teacher')
+  if teacher is not None and teacher.get('checkpoint'):
+    out.append(('config.teacher.checkpoint', teacher.checkpoint))
+  many = config.get('teachers') or []
+  if out and many:
+    raise errors.ConfigError(
+        'both config.teacher.checkpoint and config.teachers are set; use config.teacher for one '
+        'teacher or config.teachers for several, not both.')
+  for i, spec in enumerate(many):
+    if isinstance(spec, Mapping) and isinstance(spec.get('checkpoint'), str) and spec['checkpoint']:
+      out.append((f'config.teachers[{i}].checkpoint', spec['checkpoint']))
+  return out
 
 
 def check_positive_counts(config: ml_collections.ConfigDict) -> None:
@@ -96,10 +122,7 @@ def restore_teachers(config: ml_collections.ConfigDict, *, role: str, example: A
   it and `config.teacher.checkpoint` is a config error (which one would `teacher_logits` mean?).
   """
   many = list(config.get('teachers') or [])
-  if many and config.teacher.checkpoint:
-    raise errors.ConfigError(
-        'both config.teacher.checkpoint and config.teachers are set; use config.teacher for one '
-        'teacher or config.teachers for several, not both.')
+  teacher_checkpoints(config)  # refuses both forms at once
   specs = [(config_utils.to_dict(config.teacher), 'config.teacher')] if config.teacher.checkpoint \
       else [(config_utils.to_dict(raw), f'config.teachers[{i}]') for i, raw in enumerate(many)]
   out = []

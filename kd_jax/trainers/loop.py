@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, errors, parallel, report, run_identity
@@ -199,6 +198,9 @@ def _run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh,
         f'{workdir} ({start}); a run cannot be shortened: set config.total_steps >= {start}.')
   if start and chief:
     print(f'[kd_jax] resuming {workdir} from step {start}', flush=True)
+  # Imported here: clu's writers import TensorFlow (~4 s), which a config that fails its checks,
+  # and every --help, should not wait for.
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel
   writer = metric_writers.create_default_writer(workdir, just_logging=not chief, asynchronous=True)
   if start == 0 and chief:
     writer.write_hparams(dict(settings.hparams))
