@@ -191,10 +191,11 @@ def test_crd_memory_bank_is_checkpointed_and_device_count_independent(tiny_data_
                                                                       teacher_workdir, tmp_path,
                                                                       monkeypatch):
   """The bank is state (updated at the batch's record indices, Z fixed after the first step), saved
-  with the student, and a 1-device run equals a 4-device run."""
+  with the student, and a 1-device run equals a 2-device run (the mesh and config of the `crd` case
+  above: one compile fewer, from the persistent cache)."""
   real_mesh = parallel.make_mesh
   results = {}
-  for n in (1, 4):
+  for n in (1, 2):
     monkeypatch.setattr(parallel, 'make_mesh', lambda devices=None, n=n: real_mesh(
         jax.devices()[:n]))
     config = _config('crd', tiny_data_dir, teacher_workdir)
@@ -215,7 +216,7 @@ def test_crd_memory_bank_is_checkpointed_and_device_count_independent(tiny_data_
   for key, value in _flat(results[1]).items():
     if 'opt_state' in key:
       continue
-    np.testing.assert_allclose(_flat(results[4])[key], value, rtol=2e-4, atol=2e-5, err_msg=key)
+    np.testing.assert_allclose(_flat(results[2])[key], value, rtol=2e-4, atol=2e-5, err_msg=key)
 
 
 @pytest.mark.parametrize('fields, match', [
