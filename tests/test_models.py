@@ -11,6 +11,9 @@ TINY = {
     'resnet': {'depth': 8, 'width': 4}, 'resnet20': {'width': 4}, 'resnet56': {'width': 2},
     'wrn': {'depth': 10, 'widen_factor': 1, 'width': 4}, 'small_cnn': {'width': 4},
     'mobilenet_v2': {'width_multiplier': 0.25},
+    # torchvision's own layouts (imported teachers); their default is 1000 ImageNet classes.
+    'torchvision_resnet': {'layers': (1, 1, 1, 1), 'num_classes': 10},
+    'torchvision_mobilenet_v2': {'width_mult': 0.25, 'num_classes': 10},
     'dcgan_generator': {'width': 4, 'latent_dim': 8},
     'dcgan_discriminator': {'width': 4},
     # Plain (not equalised-lr) init matches fast_init's N(0, 1/fan_in); test_real_init covers it.

@@ -16,6 +16,7 @@ import flax.linen as nn
 
 from kd_jax import errors, imports
 from kd_jax.models import autoencoder, dcgan, mobilenet_v2, resnet, small_cnn, stylegan2
+from kd_jax.models import torchvision_mobilenet_v2, torchvision_resnet
 
 KINDS = ('classifier', 'generator', 'discriminator', 'autoencoder')
 # A class named by import path declares its family with this class attribute (default 'classifier').
@@ -36,6 +37,9 @@ _MODELS: dict[str, ModelDef] = {
     'wrn': ModelDef(resnet.WideResNet, 'classifier'),
     'small_cnn': ModelDef(small_cnn.SmallCNN, 'classifier'),
     'mobilenet_v2': ModelDef(mobilenet_v2.MobileNetV2, 'classifier'),
+    'torchvision_resnet': ModelDef(torchvision_resnet.TorchvisionResNet, 'classifier'),
+    'torchvision_mobilenet_v2': ModelDef(torchvision_mobilenet_v2.TorchvisionMobileNetV2,
+                                         'classifier'),
     'dcgan_generator': ModelDef(dcgan.DCGANGenerator, 'generator'),
     'dcgan_discriminator': ModelDef(dcgan.DCGANDiscriminator, 'discriminator'),
     'stylegan2_generator': ModelDef(stylegan2.StyleGAN2Generator, 'generator'),

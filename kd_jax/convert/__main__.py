@@ -1,0 +1,154 @@
+"""Command line: a torchvision state dict in as a kd_jax teacher, or a kd_jax classifier out.
+
+    python -m kd_jax.convert --from torchvision --in teacher.pth --out workdirs/imported \
+        [--check-npz in_out.npz]
+    python -m kd_jax.convert --to torchvision --in workdirs/student --out student.safetensors
+
+Importing writes a workdir that `config.teacher.checkpoint` can point at (its export holds the
+model as role 'model', its meta the inferred model config). `--check-npz` holds NCHW inputs and the
+logits the PyTorch model gave for them, as `x`/`logits` or `x_<S>`/`logits_<S>` pairs; the
+converted model must reproduce every pair within 1e-4 of the logits' max, or nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kd_jax import checkpoint as ckpt_lib
+from kd_jax import errors
+from kd_jax.convert import formats
+from kd_jax.convert import torchvision as tv
+from kd_jax.models import registry
+
+SOURCES = ('torchvision', 'torchvision:resnet', 'torchvision:mobilenet_v2')
+TOLERANCE = 1e-4  # of max |logits|: float32 ports land near 1e-5, convention bugs at 1e-2 or more
+
+
+def _build(config: Mapping[str, Any]):
+  return registry.get(config['name'], **{k: v for k, v in config.items() if k != 'name'})
+
+
+def _pairs(npz: Mapping[str, np.ndarray], path: str) -> list[tuple[str, str]]:
+  pairs = [(k, 'logits' + k[1:]) for k in sorted(npz) if k == 'x' or k.startswith('x_')]
+  pairs = [(x, y) for x, y in pairs if y in npz]
+  if not pairs:
+    raise errors.ConfigError(f'--check-npz={path}: no input/output pair; store NCHW inputs as '
+                             "'x' with their logits as 'logits' (or 'x_<S>' and 'logits_<S>').")
+  return pairs
+
+
+def check_outputs(config: Mapping[str, Any], variables: Mapping[str, Any], npz_path: str
+                  ) -> dict[str, float]:
+  """Max error / max |logits| per pair of `npz_path`; CheckpointError above TOLERANCE."""
+  with np.load(npz_path) as f:
+    npz = dict(f)
+  model = _build(config)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  flax_vars = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+  errs = {}
+  for x_key, y_key in _pairs(npz, npz_path):
+    want = np.asarray(npz[y_key], np.float64)
+    got = np.asarray(apply(flax_vars, jnp.asarray(np.asarray(npz[x_key], np.float32)
+                                                  .transpose(0, 2, 3, 1))), np.float64)
+    if got.shape != want.shape:
+      raise errors.CheckpointError(f'--check-npz={npz_path}: the model gives {y_key} of shape '
+                                   f'{got.shape}, the file holds {want.shape}.')
+    errs[y_key] = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+    if errs[y_key] > TOLERANCE:
+      raise errors.CheckpointError(
+          f'--check-npz={npz_path}: the converted {config["name"]} misses {y_key} by '
+          f'{errs[y_key]:.2e} of its max (tolerance {TOLERANCE:g}); nothing was written. Is the '
+          'input NCHW as PyTorch takes it, and the state dict the one that produced these logits?')
+  return errs
+
+
+def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = None
+                   ) -> dict[str, Any]:
+  """Converts `in_path` and writes it as a kd_jax teacher export in workdir `out`.
+
+  Returns:
+    {'model': model config, 'check': {logits key: relative error}}.
+
+  Raises:
+    ConfigError / CheckpointError: bad arguments, an unreadable or mismatched state dict, a failed
+      check, or an `out` that already holds a checkpoint; nothing is written then.
+  """
+  if source not in SOURCES:
+    raise errors.ConfigError(f'--from={source!r} is not supported; use one of {SOURCES}.')
+  arch = source.split(':', 1)[1] if ':' in source else None
+  state = formats.load_state_dict(in_path)
+  config, variables = tv.to_flax(state, arch)
+  errs = check_outputs(config, variables, check_npz) if check_npz else {}
+  if os.path.isdir(ckpt_lib.checkpoint_dir(out)) and os.listdir(ckpt_lib.checkpoint_dir(out)):
+    raise errors.ConfigError(f'--out={out!r} already holds checkpoints; give a new directory '
+                             '(an import never overwrites a run).')
+  ckpt_lib.ensure_workdir(out)
+  with open(in_path, 'rb') as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+  export = {'model': {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}}
+  meta = {'trainer': 'convert', 'source': source, 'input': os.path.abspath(in_path),
+          'input_sha256': digest, 'check': errs, 'exported': {'model': config}}
+  checkpointer = ckpt_lib.Checkpointer(out, save_every=1, keep=1)
+  try:
+    # The 'state' item is only the step: nothing here can resume training.
+    checkpointer.save(0, state={'step': np.zeros((), np.int32)}, data_state={}, export=export,
+                      meta=meta, force=True)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
+  return {'model': config, 'check': errs}
+
+
+def export_student(workdir: str, out: str, role: str = 'model') -> dict[str, Any]:
+  """Writes the `role` model exported by the kd_jax run at `workdir` as torchvision .safetensors."""
+  _, _, meta = ckpt_lib.read_meta(workdir, '--in')
+  config = meta['exported'].get(role)
+  if config is None:
+    raise errors.CheckpointError(f'--in={workdir!r} exports {sorted(meta["exported"])}, not a '
+                                 f'{role!r}.')
+  if config.get('name') not in tv.MODEL_NAMES.values():
+    raise errors.CheckpointError(
+        f"--in={workdir!r} holds a {config.get('name')!r}; only "
+        f'{sorted(tv.MODEL_NAMES.values())} have a torchvision layout to export to.')
+  if not out.endswith(formats.SAFETENSORS_SUFFIX):
+    raise errors.ConfigError(f'--out={out!r}: exports are written as {formats.SAFETENSORS_SUFFIX}.')
+  variables = ckpt_lib.load_export_numpy(workdir)[role]
+  formats.save_safetensors(tv.to_torch(config, variables), out)
+  return {'model': config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m kd_jax.convert', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  direction = parser.add_mutually_exclusive_group(required=True)
+  direction.add_argument('--from', dest='source', help=f'import from: {", ".join(SOURCES)}')
+  direction.add_argument('--to', dest='target', choices=('torchvision',),
+                         help='export a kd_jax run to a torchvision state dict')
+  parser.add_argument('--in', dest='in_path', required=True,
+                      help='state dict (.safetensors/.pth) to import, or the run to export')
+  parser.add_argument('--out', required=True, help='workdir to write, or the .safetensors file')
+  parser.add_argument('--check-npz', help='inputs and expected logits to verify the import')
+  args = parser.parse_args(argv)
+  try:
+    if args.source:
+      result = import_teacher(args.source, args.in_path, args.out, args.check_npz)
+      print(f'wrote a kd_jax teacher {result["model"]} to {args.out}'
+            + ''.join(f'; {k} max error {e:.1e} of max' for k, e in result['check'].items()))
+    else:
+      result = export_student(args.in_path, args.out)
+      print(f'wrote the {result["model"]["name"]} of {args.in_path} to {args.out}')
+  except errors.KDError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return e.exit_code
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
