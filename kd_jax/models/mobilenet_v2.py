@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kd_jax import errors
-from kd_jax.models import layers
+from kd_jax.models import layers, torchvision_mobilenet_v2
 from kd_jax.types import Array
 
 # (expansion t, channels c, blocks n, stride s) per stage, from the paper's Table 2, except that
@@ -19,10 +19,8 @@ _STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3
            (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def _divisible(v: float, divisor: int = 8) -> int:
-  """Rounds channels to a multiple of 8 without dropping more than 10% (as in the paper's code)."""
-  new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-  return new + divisor if new < 0.9 * v else new
+# Channels rounded to a multiple of 8 without dropping more than 10% (as in the paper's code).
+_divisible = torchvision_mobilenet_v2.make_divisible
 
 
 class InvertedResidual(nn.Module):
