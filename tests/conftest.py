@@ -26,6 +26,16 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)  # configs/ import their shared module as `configs.<dataset>.common`
 DEBIAN_IDX = '/usr/share/datasets/fashion-mnist'
 TINY_TRAIN, TINY_TEST = 512, 256
+# State dicts of small random-weight PyTorch networks and the outputs their original code computed.
+GOLDEN = os.path.join(REPO, '..', 'shared', 'golden')
+
+
+def golden_file(name: str) -> str:
+  """The path of a file in ../shared/golden; skips the test with the reason when it is absent."""
+  path = os.path.join(GOLDEN, name)
+  if not os.path.exists(path):
+    pytest.skip(f'../shared/golden not found: {path} is missing (golden data of issue 11)')
+  return path
 
 
 def _read_idx_gz(path: str) -> np.ndarray:

@@ -5,23 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import golden_file
 from kd_jax import teacher as teacher_lib
 from kd_jax.convert import __main__ as cli
 from kd_jax.convert import formats
 
-GOLDEN = os.path.join(REPO, '..', 'shared', 'golden')
 
-
-def _golden(name):
-  path = os.path.join(GOLDEN, name)
-  if not os.path.exists(path):
-    pytest.skip(f'../shared/golden not found: {path} is missing (golden data of issue 11)')
-  return path
 
 
 def test_import_restores_as_teacher_and_exports_back(tmp_path, capsys):
-  pth, npz_path = _golden('mobilenet_v2_w05.pth'), _golden('mobilenet_v2_w05.npz')
+  pth, npz_path = golden_file('mobilenet_v2_w05.pth'), golden_file('mobilenet_v2_w05.npz')
   workdir = str(tmp_path / 'imported')
   assert cli.main(['--from', 'torchvision', '--in', pth, '--out', workdir,
                    '--check-npz', npz_path]) == 0
@@ -50,16 +43,16 @@ def test_import_restores_as_teacher_and_exports_back(tmp_path, capsys):
 
 
 def test_import_that_fails_its_check_writes_nothing(tmp_path, capsys):
-  npz = dict(np.load(_golden('mobilenet_v2_w05.npz')))
+  npz = dict(np.load(golden_file('mobilenet_v2_w05.npz')))
   bad = str(tmp_path / 'bad.npz')
   np.savez(bad, x=npz['x_32'], logits=npz['logits_32'] + 1.0)
   workdir = str(tmp_path / 'imported')
-  assert cli.main(['--from', 'torchvision', '--in', _golden('mobilenet_v2_w05.safetensors'),
+  assert cli.main(['--from', 'torchvision', '--in', golden_file('mobilenet_v2_w05.safetensors'),
                    '--out', workdir, '--check-npz', bad]) == 2
   assert 'misses logits by' in capsys.readouterr().err
   assert not os.path.exists(workdir)
 
   assert cli.main(['--from', 'torchvision:resnet', '--in',
-                   _golden('mobilenet_v2_w05.safetensors'), '--out', workdir]) == 2
+                   golden_file('mobilenet_v2_w05.safetensors'), '--out', workdir]) == 2
   assert "arch='resnet' but the state dict is a torchvision mobilenet_v2" in capsys.readouterr().err
   assert not os.path.exists(workdir)

@@ -9,27 +9,20 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import golden_file
 from kd_jax import errors
 from kd_jax.convert import formats
 
-GOLDEN = os.path.join(REPO, '..', 'shared', 'golden')
 PAIRS = [('mobilenet_v2_w05.pth', 'mobilenet_v2_w05.safetensors'),
          ('sg2ada_small_G.pth', 'sg2ada_small_G.safetensors'),
          ('sg2ada_small_D.pth', 'sg2ada_small_D.safetensors')]
 
 
-def _golden(name: str) -> str:
-  path = os.path.join(GOLDEN, name)
-  if not os.path.exists(path):
-    pytest.skip(f'../shared/golden not found: {path} is missing (golden data of issue 11)')
-  return path
-
 
 @pytest.mark.parametrize('pth,safetensors', PAIRS)
 def test_golden_pth_and_safetensors_load_identically(pth, safetensors):
-  a = formats.load_state_dict(_golden(pth))
-  b = formats.load_state_dict(_golden(safetensors))
+  a = formats.load_state_dict(golden_file(pth))
+  b = formats.load_state_dict(golden_file(safetensors))
   assert sorted(a) == sorted(b)
   for key in a:
     assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
@@ -37,8 +30,8 @@ def test_golden_pth_and_safetensors_load_identically(pth, safetensors):
 
 
 def test_pth_keeps_state_dict_order():
-  path = _golden('mobilenet_v2_w05.pth')
-  with open(_golden('mobilenet_v2_w05_keys.txt')) as f:
+  path = golden_file('mobilenet_v2_w05.pth')
+  with open(golden_file('mobilenet_v2_w05_keys.txt')) as f:
     keys = [line.split('\t')[0] for line in f if line.strip() and not line.startswith('#')]
   state = formats.load_state_dict(path)
   assert list(state) == keys

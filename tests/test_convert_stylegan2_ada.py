@@ -7,19 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import golden_file
 from kd_jax import errors
 from kd_jax.convert import stylegan2_ada as cv
 
-GOLDEN = os.path.join(REPO, '..', 'shared', 'golden')
 TOL = 1e-4  # of each array's max |golden|, the golden README's suggestion
 
-
-def _golden(name):
-  path = os.path.join(GOLDEN, name)
-  if not os.path.exists(path):
-    pytest.skip(f'golden file {path} absent (it lives in the shared folder next to the repo)')
-  return path
 
 
 def _rel_err(got, want):
@@ -37,9 +30,9 @@ def _nhwc(x):
 @pytest.fixture(scope='module')
 def golden():
   from safetensors.numpy import load_file
-  gold = dict(np.load(_golden('sg2ada_small.npz')))
-  return {'npz': gold, 'G': load_file(_golden('sg2ada_small_G.safetensors')),
-          'D': load_file(_golden('sg2ada_small_D.safetensors'))}
+  gold = dict(np.load(golden_file('sg2ada_small.npz')))
+  return {'npz': gold, 'G': load_file(golden_file('sg2ada_small_G.safetensors')),
+          'D': load_file(golden_file('sg2ada_small_D.safetensors'))}
 
 
 @pytest.fixture(scope='module')
@@ -135,7 +128,7 @@ def test_pth_matches_safetensors(golden):
   except (ImportError, AttributeError):
     pytest.skip('kd_jax.convert.formats.load_state_dict not available')
   for which in ('G', 'D'):
-    sd = load(_golden(f'sg2ada_small_{which}.pth'))
+    sd = load(golden_file(f'sg2ada_small_{which}.pth'))
     assert sorted(sd) == sorted(golden[which])
     for k, v in golden[which].items():
       assert np.array_equal(np.asarray(sd[k]), v), k

@@ -6,14 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import golden_file
 from kd_jax import errors
 from kd_jax.convert import formats
 from kd_jax.convert import torchvision as tv
 from kd_jax.models import features as features_lib
 from kd_jax.models import get
 
-GOLDEN = os.path.join(REPO, '..', 'shared', 'golden')
 # npz feature name (torch module, stored NCHW) → kd_jax module path.
 PATHS = {
     'resnet18_1111': {'maxpool': 'maxpool', 'layer1': 'layer1', 'layer2': 'layer2',
@@ -24,15 +23,9 @@ PATHS = {
 FORMATS = {'resnet18_1111': ('.safetensors',), 'mobilenet_v2_w05': ('.safetensors', '.pth')}
 
 
-def _golden(name):
-  path = os.path.join(GOLDEN, name)
-  if not os.path.exists(path):
-    pytest.skip(f'../shared/golden not found: {path} is missing (golden data of issue 11)')
-  return path
-
 
 def _keys_txt(case):
-  with open(_golden(f'{case}_keys.txt')) as f:
+  with open(golden_file(f'{case}_keys.txt')) as f:
     return [line.split('\t')[0] for line in f if line.strip() and not line.startswith('#')]
 
 
@@ -48,8 +41,8 @@ def flax_only(variables):
 def case(request):
   """One golden case: its npz, state dicts per format, and a jit-compiled apply (compiled once)."""
   name = request.param
-  npz = dict(np.load(_golden(f'{name}.npz')))
-  states = {ext: formats.load_state_dict(_golden(name + ext)) for ext in FORMATS[name]}
+  npz = dict(np.load(golden_file(f'{name}.npz')))
+  states = {ext: formats.load_state_dict(golden_file(name + ext)) for ext in FORMATS[name]}
   config, _ = tv.to_flax(states['.safetensors'])
   model = build(config)
   paths = tuple(PATHS[name].values())
@@ -254,7 +247,7 @@ def test_bad_state_dicts_are_refused_by_name():
 
 
 def test_bad_mobilenet_state_dicts_are_refused_by_name():
-  sd = formats.load_state_dict(_golden('mobilenet_v2_w05.safetensors'))
+  sd = formats.load_state_dict(golden_file('mobilenet_v2_w05.safetensors'))
   short = {k: v for k, v in sd.items() if not k.startswith('features.17.')}
   short = {k.replace('features.18.', 'features.17.'): v for k, v in short.items()}
   with pytest.raises(errors.CheckpointError, match='it has 18 feature layers'):
