@@ -3,7 +3,6 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from conftest import golden_file
 from kd_jax import teacher as teacher_lib

@@ -1,6 +1,5 @@
 """StyleGAN2-ADA import: the golden outputs of the official PyTorch code (../shared/golden), the
 bitwise state-dict round trip, and inference of other architectures from Flax-made state dicts."""
-import os
 
 import jax
 import jax.numpy as jnp

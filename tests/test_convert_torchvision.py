@@ -1,5 +1,4 @@
 """torchvision ResNet/MobileNetV2 state dicts ↔ kd_jax: golden outputs, inference, round trips."""
-import os
 
 import jax
 import jax.numpy as jnp
