@@ -161,9 +161,7 @@ def restore_critic(checkpoint: str, field: str, *, role: str, layers: Sequence[s
 
 def checkpoints_of(config: ml_collections.ConfigDict) -> list[str]:
   """The teachers' checkpoints, in `restore_teachers` order (for the summary)."""
-  if config.teacher.checkpoint:
-    return [config.teacher.checkpoint]
-  return [config_utils.to_dict(t)['checkpoint'] for t in config.get('teachers') or []]
+  return [path for _, path in teacher_checkpoints(config)]
 
 
 def check_keys(required: Iterable[str], offered: Sequence[str], trainer: str,
