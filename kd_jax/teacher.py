@@ -51,6 +51,10 @@ def check_exports(checkpoint: str, role: str, checkpoint_field: str) -> dict[str
   return meta
 
 
+# Collections a call may create that are not part of a model's stored state.
+TRANSIENT_COLLECTIONS = ('intermediates', 'losses')
+
+
 def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Sequence[Any],
                     init_kwargs: dict[str, Any] | None = None,
                     field: str = 'config.teacher',
@@ -86,7 +90,8 @@ def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Se
         f'({e}); the run comes from another kd_jax version or its meta is damaged.') from None
   abstract = jax.eval_shape(
       lambda: module.init(jax.random.key(0), *init_args, **(init_kwargs or {})))
-  abstract = {k: v for k, v in abstract.items() if k in ('params', 'batch_stats')}
+  # Every stored collection (params, batch_stats, StyleGAN2-ADA's buffers), not per-call ones.
+  abstract = {k: v for k, v in abstract.items() if k not in TRANSIENT_COLLECTIONS}
   restored = ckpt_lib.restore_export(checkpoint, {role: abstract}, checkpoint_field,
                                      model_field=f'{field}.model')
   return Teacher(module=module, variables=restored[role], model_config=model_cfg, meta=meta)

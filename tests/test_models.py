@@ -21,7 +21,12 @@ TINY = {
                             'equalized_lr': False},
     'stylegan2_discriminator': {'width': 4, 'equalized_lr': False},
     'conv_autoencoder': {'width': 4, 'latent_dim': 4},
+    # NVIDIA's architecture under its official field names (power-of-two resolutions only).
+    'stylegan2_ada_generator': {'z_dim': 8, 'c_dim': 0, 'w_dim': 8, 'mapping_layers': 2,
+                                'channel_base': 64, 'channel_max': 8, 'fused_modconv': False},
+    'stylegan2_ada_discriminator': {'c_dim': 0, 'channel_base': 64, 'channel_max': 8},
 }
+OFFICIAL = ('stylegan2_ada_generator', 'stylegan2_ada_discriminator')
 SIZES = [(28, 1), (32, 3)]
 B = 2
 
@@ -54,14 +59,17 @@ def jitted(module, **static_kwargs):
 
 def _build(name, res, ch, **extra):
   kwargs = dict(TINY[name], **extra)
-  if models.kind(name) == 'generator':
+  if name in OFFICIAL:
+    kwargs.update(img_resolution=res, img_channels=ch)
+  elif models.kind(name) == 'generator':
     kwargs.update(resolution=res, channels=ch)
   return models.get(name, **kwargs)
 
 
 def _input(module, name, res, ch, key=0):
   if models.kind(name) == 'generator':
-    return jax.random.normal(jax.random.key(key), (B, module.latent_dim))
+    dim = module.z_dim if hasattr(module, 'z_dim') else module.latent_dim
+    return jax.random.normal(jax.random.key(key), (B, dim))
   return jax.random.uniform(jax.random.key(key), (B, res, res, ch), minval=-1, maxval=1)
 
 
@@ -109,6 +117,8 @@ def test_bad_values_name_the_argument(name, kwargs, field):
 @pytest.mark.parametrize('res, ch', SIZES)
 @pytest.mark.parametrize('name', sorted(TINY))
 def test_output_shapes_and_dtypes(name, res, ch):
+  if name in OFFICIAL and res & (res - 1):
+    pytest.skip('StyleGAN2-ADA builds power-of-two resolutions only (data.pad_to=32 for 28 px)')
   module = _build(name, res, ch)
   x = _input(module, name, res, ch)
   # Shapes only (no compilation): the numerical paths are exercised by the tests below.
@@ -116,6 +126,8 @@ def test_output_shapes_and_dtypes(name, res, ch):
   out = jax.eval_shape(lambda v: module.apply(v, x, train=False), variables)
   expected = {'classifier': (B, 10), 'discriminator': (B,), 'generator': (B, res, res, ch),
               'autoencoder': (B, res, res, ch)}[models.kind(name)]
+  if name == 'stylegan2_ada_discriminator':
+    expected = (B, 1)  # the official [N, 1] logits; the GAN losses take [B] or [B, ...]
   assert out.shape == expected
   assert out.dtype == jnp.float32
 

@@ -1,8 +1,14 @@
-"""Command line: a torchvision state dict in as a kd_jax teacher, or a kd_jax classifier out.
+"""Command line: a torchvision or StyleGAN2-ADA state dict in as a kd_jax teacher, or a kd_jax
+student out in the same PyTorch layout.
 
     python -m kd_jax.convert --from torchvision --in teacher.pth --out workdirs/imported \
         [--check-npz in_out.npz]
+    python -m kd_jax.convert --from stylegan2_ada --in G.pth --out workdirs/imported_g
     python -m kd_jax.convert --to torchvision --in workdirs/student --out student.safetensors
+    python -m kd_jax.convert --to stylegan2_ada --in workdirs/sg2_student --out G.safetensors
+
+A StyleGAN2-ADA G state dict is written as role 'generator' (what a generator-distillation run's
+`config.teacher.checkpoint` restores), a D state dict as role 'discriminator'.
 
 Importing writes a workdir that `config.teacher.checkpoint` can point at (its export holds the
 model as role 'model', its meta the inferred model config). `--check-npz` holds NCHW inputs and the
@@ -24,10 +30,12 @@ import numpy as np
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import errors
 from kd_jax.convert import formats
+from kd_jax.convert import stylegan2_ada as sg2
 from kd_jax.convert import torchvision as tv
 from kd_jax.models import registry
 
-SOURCES = ('torchvision', 'torchvision:resnet', 'torchvision:mobilenet_v2')
+SOURCES = ('torchvision', 'torchvision:resnet', 'torchvision:mobilenet_v2', 'stylegan2_ada')
+TARGETS = ('torchvision', 'stylegan2_ada')
 TOLERANCE = 1e-4  # of max |logits|: float32 ports land near 1e-5, convention bugs at 1e-2 or more
 
 
@@ -82,9 +90,21 @@ def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = 
   """
   if source not in SOURCES:
     raise errors.ConfigError(f'--from={source!r} is not supported; use one of {SOURCES}.')
-  arch = source.split(':', 1)[1] if ':' in source else None
   state = formats.load_state_dict(in_path)
-  config, variables = tv.to_flax(state, arch)
+  if source == 'stylegan2_ada':
+    if check_npz:
+      raise errors.ConfigError('--check-npz checks classifier logits; for a StyleGAN2-ADA import '
+                               'compare images yourself (tests/test_convert_stylegan2_ada.py).')
+    # G has a mapping and a synthesis network; anything else is tried as D (which names the
+    # first offending keys if it is neither).
+    is_g = any(k.startswith('synthesis.') for k in state)
+    config, variables = (sg2.generator_from_state_dict(state) if is_g
+                         else sg2.discriminator_from_state_dict(state))
+    role = 'generator' if is_g else 'discriminator'
+  else:
+    arch = source.split(':', 1)[1] if ':' in source else None
+    config, variables = tv.to_flax(state, arch)
+    role = 'model'
   errs = check_outputs(config, variables, check_npz) if check_npz else {}
   if os.path.isdir(ckpt_lib.checkpoint_dir(out)) and os.listdir(ckpt_lib.checkpoint_dir(out)):
     raise errors.ConfigError(f'--out={out!r} already holds checkpoints; give a new directory '
@@ -92,9 +112,10 @@ def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = 
   ckpt_lib.ensure_workdir(out)
   with open(in_path, 'rb') as f:
     digest = hashlib.sha256(f.read()).hexdigest()
-  export = {'model': {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}}
+  export = {role: {k: v for k, v in variables.items() if k in ('params', 'batch_stats',
+                                                                 'buffers')}}
   meta = {'trainer': 'convert', 'source': source, 'input': os.path.abspath(in_path),
-          'input_sha256': digest, 'check': errs, 'exported': {'model': config}}
+          'input_sha256': digest, 'check': errs, 'exported': {role: config}}
   checkpointer = ckpt_lib.Checkpointer(out, save_every=1, keep=1)
   try:
     # The 'state' item is only the step: nothing here can resume training.
@@ -106,9 +127,29 @@ def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = 
   return {'model': config, 'check': errs}
 
 
-def export_student(workdir: str, out: str, role: str = 'model') -> dict[str, Any]:
-  """Writes the `role` model exported by the kd_jax run at `workdir` as torchvision .safetensors."""
+def export_student(workdir: str, out: str, role: str | None = None,
+                   target: str = 'torchvision') -> dict[str, Any]:
+  """Writes the `role` model exported by the kd_jax run at `workdir` as a .safetensors state dict
+  of `target`'s layout (torchvision classifiers; StyleGAN2-ADA G or D, role 'model' of a distilled
+  student or a GAN run: role 'generator' by default)."""
   _, _, meta = ckpt_lib.read_meta(workdir, '--in')
+  if target == 'stylegan2_ada':
+    if role is None:
+      role = next((r for r in ('generator', 'model') if r in meta['exported']), 'generator')
+    config = meta['exported'].get(role)
+    if config is None:
+      raise errors.CheckpointError(f'--in={workdir!r} exports {sorted(meta["exported"])}, not a '
+                                   f'{role!r}.')
+    if config.get('name') not in sg2.MODELS:
+      raise errors.CheckpointError(f"--in={workdir!r} holds a {config.get('name')!r}; only "
+                                   f'{sorted(sg2.MODELS)} have the StyleGAN2-ADA layout.')
+    if not out.endswith(formats.SAFETENSORS_SUFFIX):
+      raise errors.ConfigError(f'--out={out!r}: exports are written as '
+                               f'{formats.SAFETENSORS_SUFFIX}.')
+    variables = ckpt_lib.load_export_numpy(workdir)[role]
+    formats.save_safetensors(sg2.to_state_dict(config, variables), out)
+    return {'model': config}
+  role = role or 'model'
   config = meta['exported'].get(role)
   if config is None:
     raise errors.CheckpointError(f'--in={workdir!r} exports {sorted(meta["exported"])}, not a '
@@ -129,8 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   direction = parser.add_mutually_exclusive_group(required=True)
   direction.add_argument('--from', dest='source', help=f'import from: {", ".join(SOURCES)}')
-  direction.add_argument('--to', dest='target', choices=('torchvision',),
-                         help='export a kd_jax run to a torchvision state dict')
+  direction.add_argument('--to', dest='target', choices=TARGETS,
+                         help='export a kd_jax run to a torchvision or StyleGAN2-ADA state dict')
   parser.add_argument('--in', dest='in_path', required=True,
                       help='state dict (.safetensors/.pth) to import, or the run to export')
   parser.add_argument('--out', required=True, help='workdir to write, or the .safetensors file')
@@ -142,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f'wrote a kd_jax teacher {result["model"]} to {args.out}'
             + ''.join(f'; {k} max error {e:.1e} of max' for k, e in result['check'].items()))
     else:
-      result = export_student(args.in_path, args.out)
+      result = export_student(args.in_path, args.out, target=args.target)
       print(f'wrote the {result["model"]["name"]} of {args.in_path} to {args.out}')
   except errors.KDError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -71,6 +71,48 @@ class InMemorySource:
     return f'InMemorySource({shapes})'
 
 
+class PaddedSource:
+  """`source` with every image zero-padded (centred) to size × size, e.g. Fashion-MNIST's 28 px to
+  the 32 px a power-of-two generator makes; zero is its black background, so nothing is invented."""
+
+  def __init__(self, source: Any, size: int):
+    self.source, self.size = source, int(size)
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    record = dict(self.source[index])
+    record['image'] = pad_image(np.asarray(record['image']), self.size)
+    return record
+
+  def __repr__(self) -> str:
+    return f'PaddedSource({self.source!r}, size={self.size})'
+
+
+def pad_image(image: np.ndarray, size: int) -> np.ndarray:
+  """Zero-pads the two spatial axes before the last (HWC or NHWC) to size × size, centred."""
+  h, w = image.shape[-3:-1]
+  if h > size or w > size:
+    raise errors.ConfigError(f'config.data.pad_to={size} is smaller than the images ({h}×{w}); '
+                             f'set it to at least {max(h, w)}, or 0 for no padding.')
+  pads = [(0, 0)] * image.ndim
+  pads[-3] = ((size - h) // 2, size - h - (size - h) // 2)
+  pads[-2] = ((size - w) // 2, size - w - (size - w) // 2)
+  return np.pad(image, pads)
+
+
+def pad_source(source: Any, size: int) -> Any:
+  """`source` with images padded to size × size (an in-memory split is padded once, up front)."""
+  if isinstance(source, InMemorySource):
+    arrays = dict(source.arrays)
+    if 'image' in arrays:
+      arrays['image'] = pad_image(arrays['image'], size)
+    return InMemorySource(arrays)
+  pad_image(np.asarray(source[0]['image']), size)  # a too-small size fails here, not mid-run
+  return PaddedSource(source, size)
+
+
 def get_source(name: str, split: str, *, data_dir: str | None = None,
                cache_in_memory: bool | None = None) -> grain.sources.RandomAccessDataSource:
   """Returns a random-access source of one split of a TFDS dataset, preparing it if needed.

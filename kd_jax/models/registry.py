@@ -16,6 +16,7 @@ import flax.linen as nn
 
 from kd_jax import errors, imports
 from kd_jax.models import autoencoder, dcgan, mobilenet_v2, resnet, small_cnn, stylegan2
+from kd_jax.models import stylegan2_ada
 from kd_jax.models import torchvision_mobilenet_v2, torchvision_resnet
 
 KINDS = ('classifier', 'generator', 'discriminator', 'autoencoder')
@@ -44,6 +45,10 @@ _MODELS: dict[str, ModelDef] = {
     'dcgan_discriminator': ModelDef(dcgan.DCGANDiscriminator, 'discriminator'),
     'stylegan2_generator': ModelDef(stylegan2.StyleGAN2Generator, 'generator'),
     'stylegan2_discriminator': ModelDef(stylegan2.StyleGAN2Discriminator, 'discriminator'),
+    # NVIDIA's official architecture (official field names: z_dim, c_dim, img_resolution, …), so
+    # an imported StyleGAN2-ADA snapshot and one trained here are the same module.
+    'stylegan2_ada_generator': ModelDef(stylegan2_ada.Generator, 'generator'),
+    'stylegan2_ada_discriminator': ModelDef(stylegan2_ada.Discriminator, 'discriminator'),
     'conv_autoencoder': ModelDef(autoencoder.ConvAutoencoder, 'autoencoder'),
 }
 

@@ -262,7 +262,7 @@ class MappingNetwork(nn.Module):
 
   @nn.compact
   def __call__(self, z: Array | None, c: Array | None, truncation_psi: float = 1,
-               truncation_cutoff: int | None = None) -> Array:
+               truncation_cutoff: int | None = None, update_emas: bool = False) -> Array:
     embed = (self.w_dim if self.embed_features is None else self.embed_features) if self.c_dim else 0
     hidden = self.w_dim if self.layer_features is None else self.layer_features
     has_avg = self.num_ws is not None and self.w_avg_beta is not None
@@ -278,6 +278,11 @@ class MappingNetwork(nn.Module):
       out = self.w_dim if idx == self.num_layers - 1 else hidden
       x = FullyConnectedLayer(out, activation=self.activation, lr_multiplier=self.lr_multiplier,
                               name=f'fc{idx}')(x)
+    if update_emas and w_avg is not None and self.is_mutable_collection(BUFFERS):
+      # The official training-time update (lerp toward the batch mean of w); truncation in a
+      # generator trained here then pulls toward its own average w.
+      w_avg.value = w_avg.value * self.w_avg_beta + jnp.mean(
+          lax.stop_gradient(x), axis=0) * (1 - self.w_avg_beta)
     if self.num_ws is not None:
       x = jnp.repeat(x[:, None], self.num_ws, axis=1)
     if not (isinstance(truncation_psi, (int, float)) and truncation_psi == 1):
@@ -511,19 +516,28 @@ class Generator(nn.Module):
     return jax.nn.one_hot(c, self.c_dim) if c.ndim == 1 else c.reshape(n, self.c_dim)
 
   def mapping_fn(self, z: Array, c: Array | None = None, truncation_psi: float = 1,
-                 truncation_cutoff: int | None = None) -> Array:
+                 truncation_cutoff: int | None = None, update_emas: bool = False) -> Array:
     """z [N, z_dim] (and c) → ws [N, num_ws, w_dim], truncated toward w_avg."""
-    return self.mapping(z, self._labels(c, z.shape[0]), truncation_psi, truncation_cutoff)
+    return self.mapping(z, self._labels(c, z.shape[0]), truncation_psi, truncation_cutoff,
+                        update_emas)
 
   def synthesis_fn(self, ws: Array, noise_mode: str = 'const') -> Array:
     """ws → NHWC images."""
     return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=self.fused_modconv)
 
-  def __call__(self, z: Array, c: Array | None = None, truncation_psi: float = 1,
-               truncation_cutoff: int | None = None, noise_mode: str = 'const',
-               train: bool = False) -> Array:
-    del train  # no w_avg update: the forward is the official eval-mode one
-    ws = self.mapping_fn(z, c, truncation_psi, truncation_cutoff)
+  def __call__(self, z: Array, labels: Array | None = None, train: bool = False, *,
+               truncation_psi: float = 1, truncation_cutoff: int | None = None,
+               noise_mode: str | None = None) -> Array:
+    """kd_jax's generator call `G(z, labels, train=...)`, plus the official keyword arguments;
+    `labels` is the official `c` (one-hot [N, c_dim] or int [N]).
+
+    noise_mode None: 'random' when a 'noise' rng is given (training, and the distillation trainer,
+    which gives teacher and student the same key), else 'const' (the official eval-time noise).
+    train=True with the buffers collection mutable also updates w_avg, as official training does.
+    """
+    if noise_mode is None:
+      noise_mode = 'random' if self.has_rng('noise') else 'const'
+    ws = self.mapping_fn(z, labels, truncation_psi, truncation_cutoff, update_emas=train)
     return self.synthesis_fn(ws, noise_mode)
 
 
@@ -635,9 +649,11 @@ class Discriminator(nn.Module):
   kd_jax_kind = 'discriminator'
 
   @nn.compact
-  def __call__(self, img: Array, c: Array | None = None, train: bool = False,
+  def __call__(self, img: Array, labels: Array | None = None, train: bool = False, *,
                return_blocks: bool = False) -> Array | tuple[Array, dict[str, Array]]:
+    """Logits [N, 1] of NHWC images; `labels` is the official `c` (one-hot or int labels)."""
     del train
+    c = labels
     log2 = int(np.log2(self.img_resolution))
     resolutions = [2 ** i for i in range(log2, 2, -1)]
     chans = channels_dict(resolutions + [4], self.channel_base, self.channel_max)

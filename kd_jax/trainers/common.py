@@ -26,7 +26,7 @@ def data_config(**fields: Any) -> ml_collections.ConfigDict:
   """The data fields every trainer has, plus the trainer's own (`fields`)."""
   return ml_collections.ConfigDict({**dict(name='fashion_mnist', data_dir='', batch_size=128,
                                            cache_in_memory=True, train_split='train',
-                                           eval_split='test'), **fields})
+                                           eval_split='test', pad_to=0), **fields})
 
 
 def teacher_config() -> ml_collections.ConfigDict:
@@ -67,12 +67,15 @@ def prepare(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDi
   with config_utils.field_context('config.data'):
     sources = [data.get_source(config.data.name, split, data_dir=config.data.data_dir or None,
                                cache_in_memory=config.data.cache_in_memory) for split in splits]
+    if config.data.get('pad_to'):
+      sources = [data.sources.pad_source(s, int(config.data.pad_to)) for s in sources]
   image_shape = tuple(np.asarray(sources[0][0]['image']).shape)
   ev = config.get('eval')
   if ev is not None and ev.get('classifier_checkpoint') and not ev.get('feature_fn'):
     # Restored only after training (for FID/KID/PR): check its kind and layer now.
     from kd_jax.trainers import gen_eval  # pylint: disable=import-outside-toplevel
-    gen_eval.check_classifier(ev.classifier_checkpoint, ev.feature_layer, image_shape)
+    gen_eval.check_classifier(ev.classifier_checkpoint, ev.feature_layer, image_shape,
+                              int(ev.get('feature_crop', 0) or 0))
   return RunSetup(mesh, sources[0], sources[1] if with_eval else None, image_shape)
 
 

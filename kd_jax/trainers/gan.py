@@ -51,6 +51,8 @@ def default_config() -> ml_collections.ConfigDict:
 def default_eval_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       num_samples=10000, batch_size=500, classifier_checkpoint='', feature_layer='features',
+      # > 0: images are centre-cropped to this size before the classifier (data.pad_to undone).
+      feature_crop=0,
       feature_fn='', grid_size=64, seed=1234))
 
 
@@ -87,7 +89,7 @@ def train_step(state: GANState, teacher: PyTree, batch: Batch, rng: Array, *, sp
     out, new_ms = gan_parts.generate(G, {'params': params, **state.g.model_state}, z2, y2,
                                      noise_rng=jax.random.fold_in(k_noise, 1), train=True,
                                      mutable=list(state.g.model_state))
-    logits = D.apply({'params': d.params}, out, y2, train=True)
+    logits = D.apply({'params': d.params, **d.model_state}, out, y2, train=True)
     return jnp.mean(gan_parts.generator_loss(logits)), new_ms
 
   (g_loss, new_ms), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g.params)
@@ -104,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run = common.prepare(config, default_config(), workdir, with_eval=False)
   gen_eval.check_feature_fn(config.eval.feature_fn)  # a bad import fails now, not after training
   zdim = gan_parts.latent_dim(config.generator, 'config.generator')
-  num_classes = int(config_utils.to_dict(config.generator).get('num_classes', 0) or 0)
+  num_classes = gan_parts.num_classes(config.generator)
   if config.conditional and not num_classes:
     raise errors.ConfigError('config.conditional=True needs config.generator.num_classes (and '
                              'config.discriminator.num_classes) set, e.g. 10.')
@@ -125,7 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     d_vars = spec.discriminator.init(jax.random.fold_in(rng, 1), x0, y0, train=False)
     g_ms = {k: v for k, v in g_vars.items() if k != 'params'}
     g = TrainState.create(params=g_vars['params'], model_state=g_ms, tx=g_tx)
-    d = TrainState.create(params=d_vars['params'], model_state={}, tx=d_tx)
+    d = TrainState.create(params=d_vars['params'],
+                          model_state={k: v for k, v in d_vars.items() if k != 'params'}, tx=d_tx)
     return GANState(g=g, d=d, g_ema={'params': g_vars['params'], **g_ms})
 
   evaluation = _Evaluation(config, workdir, run, spec)
@@ -141,7 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def export(state: GANState) -> PyTree:
   """G_ema (what a distillation run restores as its teacher) and D (a frozen critic for one)."""
-  return {'generator': state.g_ema, 'discriminator': {'params': state.d.params}}
+  return {'generator': state.g_ema,
+          'discriminator': {'params': state.d.params, **state.d.model_state}}
 
 
 class _Evaluation:
@@ -151,7 +155,8 @@ class _Evaluation:
     ev = config.eval
     self._workdir, self._run, self._spec, self._step = workdir, run, spec, int(config.total_steps)
     self._eval = dict(num_samples=int(ev.num_samples), batch=int(ev.batch_size), seed=int(ev.seed))
-    self._extractor_args = (ev.feature_fn, ev.classifier_checkpoint, ev.feature_layer)
+    self._extractor_args = (ev.feature_fn, ev.classifier_checkpoint, ev.feature_layer,
+                           int(ev.feature_crop))
     self._configs = {'generator': config_utils.to_dict(config.generator),
                      'discriminator': config_utils.to_dict(config.discriminator)}
     self._grid_z = gan_parts.sample_latents(jax.random.key(ev.seed), ev.grid_size, spec.latent_dim)

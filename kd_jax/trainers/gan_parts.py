@@ -16,11 +16,24 @@ from kd_jax import config_utils, errors, losses
 from kd_jax.types import Array, PyTree
 
 
+# The size of z and the number of classes under kd_jax's names, or the official StyleGAN2-ADA ones.
+_LATENT_KEYS = ('latent_dim', 'z_dim')
+_CLASS_KEYS = ('num_classes', 'c_dim')
+
+
 def latent_dim(generator_cfg: Any, field: str) -> int:
   cfg = config_utils.to_dict(generator_cfg)
-  if 'latent_dim' not in cfg:
-    raise errors.ConfigError(f"{field} needs 'latent_dim' (the size of z), e.g. {field}.latent_dim=64.")
-  return int(cfg['latent_dim'])
+  for key in _LATENT_KEYS:
+    if key in cfg:
+      return int(cfg[key])
+  raise errors.ConfigError(f"{field} needs 'latent_dim' (the size of z; 'z_dim' for "
+                           f"stylegan2_ada_generator), e.g. {field}.latent_dim=64.")
+
+
+def num_classes(generator_cfg: Any) -> int:
+  """The generator's class count (0: unconditional), from 'num_classes' or 'c_dim'."""
+  cfg = config_utils.to_dict(generator_cfg)
+  return next((int(cfg[k] or 0) for k in _CLASS_KEYS if k in cfg), 0)
 
 
 def sample_latents(rng: Array, batch: int, dim: int) -> Array:
@@ -64,7 +77,9 @@ def d_update(d_state: Any, d_module: nn.Module, real: Array, fake: Array, labels
   """One discriminator step: logistic loss on (real, fake) plus γ/2·R1 on real."""
 
   def loss_fn(params):
-    apply = lambda x: d_module.apply({'params': params}, x, labels, train=True)
+    # model_state: non-trained collections (the StyleGAN2-ADA D's resample-filter buffers).
+    apply = lambda x: d_module.apply({'params': params, **d_state.model_state}, x, labels,
+                                     train=True)
     real_logits, fake_logits = apply(real), apply(fake)
     adv = jnp.mean(discriminator_loss(real_logits, fake_logits))
     r1 = jnp.mean(r1_penalty(apply, real)) if r1_gamma else jnp.zeros(())

@@ -28,10 +28,29 @@ SampleFn = Callable[[np.ndarray, np.ndarray | None], Array]
 CLASSIFIER_FIELD = 'config.eval.classifier_checkpoint'
 
 
-def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int]
+def center_crop(images: Array, size: int) -> Array:
+  """The central size × size of NHWC images (size 0: unchanged)."""
+  if not size:
+    return images
+  h, w = images.shape[1:3]
+  top, left = (h - size) // 2, (w - size) // 2
+  return images[:, top:top + size, left:left + size]
+
+
+def _cropped_shape(image_shape: Sequence[int], crop: int) -> tuple[int, ...]:
+  if crop and not 0 < crop <= min(image_shape[:2]):
+    raise errors.ConfigError(f'config.eval.feature_crop={crop} must lie in 1..{min(image_shape[:2])} '
+                             f'(the images are {image_shape[0]}×{image_shape[1]}), or be 0.')
+  return (crop, crop, *image_shape[2:]) if crop else tuple(image_shape)
+
+
+def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int], crop: int = 0
                      ) -> tuple[FeatureFn, str]:
-  """A trained classifier's features at `layer` as an images→[B, D] function, and its name."""
-  example = jnp.zeros((1, *image_shape), jnp.float32)
+  """A trained classifier's features at `layer` as an images→[B, D] function, and its name.
+
+  crop > 0: images are centre-cropped to crop × crop first (a classifier trained at 28 px scoring
+  generators that make 32 px from padded data)."""
+  example = jnp.zeros((1, *_cropped_shape(image_shape, crop)), jnp.float32)
   net = teacher_lib.restore_teacher(checkpoint, {}, role='model', init_args=(example,),
                                     init_kwargs={'train': False}, field='config.eval.classifier',
                                     checkpoint_field=CLASSIFIER_FIELD)
@@ -39,39 +58,42 @@ def load_feature_net(checkpoint: str, layer: str, image_shape: Sequence[int]
   variables = jax.device_get(net.variables)
 
   def fn(images: Array) -> Array:
-    _, feats, _ = features_lib.apply_with_features(net.module, variables, images, [layer],
-                                                   train=False)
+    _, feats, _ = features_lib.apply_with_features(net.module, variables, center_crop(images, crop),
+                                                   [layer], train=False)
     f = feats[layer]
     # Spatial maps are average-pooled, the usual reduction for feature-space metrics.
     return f.reshape(f.shape[0], -1, f.shape[-1]).mean(axis=1) if f.ndim == 4 else f
 
-  return fn, f"{net.model_config.get('name')}@{layer} ({checkpoint})"
+  name = f"{net.model_config.get('name')}@{layer} ({checkpoint})"
+  return fn, name + (f', centre {crop}×{crop}' if crop else '')
 
 
-def check_classifier(checkpoint: str, layer: str, image_shape: Sequence[int]) -> None:
+def check_classifier(checkpoint: str, layer: str, image_shape: Sequence[int], crop: int = 0
+                     ) -> None:
   """Fails before training when `config.eval.classifier_checkpoint` (restored only at the end of the
   run) is not a classifier run, or `config.eval.feature_layer` is not one of its layers."""
   meta = teacher_lib.check_exports(checkpoint, 'model', CLASSIFIER_FIELD)
   module = config_utils.build_model(meta['exported']['model'], f'{CLASSIFIER_FIELD} (saved model)')
-  example = jnp.zeros((1, *image_shape), jnp.float32)
+  example = jnp.zeros((1, *_cropped_shape(image_shape, crop)), jnp.float32)
   variables = jax.eval_shape(lambda: module.init(jax.random.key(0), example, train=False))
   with config_utils.field_context('config.eval.feature_layer'):
     jax.eval_shape(lambda v: features_lib.apply_with_features(module, v, example, [layer],
                                                               train=False), variables)
 
 
-def feature_extractor(feature_fn: str, classifier_checkpoint: str, layer: str,
+def feature_extractor(feature_fn: str, classifier_checkpoint: str, layer: str, crop: int,
                       image_shape: Sequence[int]) -> tuple[FeatureFn, str] | None:
   """The images→[B, D] function of the feature-space metrics and its name; None when neither is set.
 
   `feature_fn = 'package.module:function'` (e.g. an Inception-v3 pool3 function of your own, since
   its weights cannot be fetched here) takes images [B, H, W, C] float32 in [-1, 1] and returns
-  [B, D]; it wins over `classifier_checkpoint` (a trained classifier's features at `layer`).
+  [B, D]; it wins over `classifier_checkpoint` (a trained classifier's features at `layer`, on the
+  central crop × crop when crop > 0).
   """
   if feature_fn:
     return check_feature_fn(feature_fn), f'user feature_fn {feature_fn}'
   if classifier_checkpoint:
-    return load_feature_net(classifier_checkpoint, layer, image_shape)
+    return load_feature_net(classifier_checkpoint, layer, image_shape, crop)
   return None
 
 

@@ -109,7 +109,8 @@ def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *
     out, model_state = d.student_outputs(params, st.model_state, z, t_out, tree=teacher,
                                          train=True, rngs={'noise': k_noise}, labels=y)
     if spec.disc is not None:
-      out['fake_logits'] = spec.disc.apply({'params': disc.params}, out['student_images'], y,
+      out['fake_logits'] = spec.disc.apply({'params': disc.params, **disc.model_state},
+                                           out['student_images'], y,
                                            train=True)
     total, terms = spec.losses({**out, **t_out}, st.step)
     return total, (terms, model_state)
@@ -141,7 +142,7 @@ def build_spec(config: ml_collections.ConfigDict, teacher: Any, image_shape: tup
                ) -> tuple[Spec, core.Frozen | None]:
   """The boundary: the loss mix, critic, discriminator and latents of the config, as a `Spec`."""
   zdim = gan_parts.latent_dim(config.model, 'config.model')
-  num_classes = int(config_utils.to_dict(config.model).get('num_classes', 0) or 0)
+  num_classes = gan_parts.num_classes(config.model)
   z0 = jnp.zeros((1, zdim), jnp.float32)
   y0 = jnp.zeros((1,), jnp.int32) if num_classes else None
   composite = losses.compose(config.losses)
@@ -182,7 +183,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if spec.disc is not None:
       d_vars = spec.disc.init(jax.random.fold_in(rng, 2), jnp.zeros((1, *run.image_shape)), y0,
                               train=False)
-      disc = TrainState.create(params=d_vars['params'], model_state={}, tx=d_tx)
+      disc = TrainState.create(params=d_vars['params'],
+                             model_state={k: v for k, v in d_vars.items() if k != 'params'},
+                             tx=d_tx)
     return DistillState(TrainState.create(params=params, model_state=model_state, tx=tx), disc)
 
   teacher_tree = parallel.replicate(spec.distiller.teacher_tree([teacher], critic_net), run.mesh)

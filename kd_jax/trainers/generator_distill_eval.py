@@ -28,7 +28,7 @@ def restore_generator_teacher(config: ml_collections.ConfigDict, image_shape: tu
         f'config.teacher.checkpoint generates {tuple(shape)} images but config.data.name='
         f'{config.data.name!r} has {image_shape}; use a teacher trained at this resolution.')
   zdim = gan_parts.latent_dim(config.model, 'config.model')
-  num_classes = int(config_utils.to_dict(config.model).get('num_classes', 0) or 0)
+  num_classes = gan_parts.num_classes(config.model)
   teacher = teacher_lib.restore_teacher(
       config.teacher.checkpoint, config.teacher.model, role='generator',
       init_args=(jnp.zeros((1, zdim)), jnp.zeros((1,), jnp.int32) if num_classes else None),
@@ -54,7 +54,8 @@ class DistillEvaluation:
     self._zdim, self._classes = latent_dim, num_classes
     self._seed, self._pairs, self._batch = int(ev.seed), int(ev.num_pairs), int(ev.batch_size)
     self._num_samples, self._step = int(ev.num_samples), int(config.total_steps)
-    self._extractor_args = (ev.feature_fn, ev.classifier_checkpoint, ev.feature_layer)
+    self._extractor_args = (ev.feature_fn, ev.classifier_checkpoint, ev.feature_layer,
+                           int(ev.feature_crop))
     self._model_config = config_utils.to_dict(config.model)
     self._checkpoint = config.teacher.checkpoint
     self._key = jax.random.key(self._seed)

@@ -1,0 +1,59 @@
+"""StyleGAN2-ADA teacher → student of the same family (≥ 8× fewer params and FLOPs), data-free, on
+the same z and per-layer noise: L1 between the images + LPIPS through the teacher's frozen
+discriminator (its conv features at 16, 8 and 4 px) + the teacher's 16-px synthesis features
+through a learned 1×1 adapter + the batch-relation KL on the discriminator's pooled features
+(how the teacher's samples relate to each other, which the student's must too).
+
+`:l1` keeps only the L1 term (the output-only baseline).
+
+Command (after stylegan2_teacher and the classifier teacher):
+  python launch.py --config configs/fashion_mnist/stylegan2_distill.py \
+      --workdir workdirs/fm_sg2_distill --config.teacher.checkpoint=workdirs/fm_sg2_teacher \
+      --config.eval.classifier_checkpoint=workdirs/fm_teacher
+"""
+import ml_collections
+
+from configs.fashion_mnist import common, stylegan2_scratch_student
+from kd_jax.trainers import generator_distill
+
+FROZEN = {'student_features': 'frozen_student_features',
+          'teacher_features': 'frozen_teacher_features'}
+D_LAYERS = ['b32/conv1', 'b16/conv1', 'b8/conv1']
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = ''
+  if arg and arg.split(',')[0] == 'l1':
+    variant, arg = 'l1', ','.join(arg.split(',')[1:]) or None
+  mode = common.parse_arg(arg)
+  tiny = mode == 'tiny'
+  c = generator_distill.default_config()
+  c.model = dict(common.TINY_SG2_STUDENT if tiny else common.SG2_STUDENT)
+  c.teacher.checkpoint = 'workdirs/fm_sg2_teacher'
+  c.teacher.model = dict(common.TINY_SG2_TEACHER if tiny else common.SG2_TEACHER)
+  c.losses = [('l1', 1.0, {})]
+  if variant != 'l1':
+    c.losses += [
+        {'name': 'lpips', 'weight': 1.0, 'inputs': FROZEN},
+        {'name': 'feature_mse', 'weight': 1.0, 'label': 'feat_b16',
+         'inputs': {'student_features': 'adapted/synthesis/b16/conv1:synthesis/b16/conv1',
+                    'teacher_features': 'teacher_features/synthesis/b16/conv1'}},
+        {'name': 'relation_kl', 'weight': 1.0,
+         'inputs': {'student_features': 'frozen_student_embedding',
+                    'teacher_features': 'frozen_teacher_embedding'}},
+    ]
+    c.frozen_net.kind = 'teacher_discriminator'
+    c.frozen_net.layers = list(D_LAYERS)
+  c.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='cosine', b1=0.5, b2=0.99))
+  c.data.batch_size = 32
+  c.total_steps = stylegan2_scratch_student.STUDENT_STEPS
+  c.eval_every = 1000
+  c.checkpoint_every = 500
+  c.eval.feature_layer = 'features'
+  c.eval.classifier_checkpoint = 'workdirs/fm_teacher'
+  common.pad_to_stylegan2(c)
+  if mode == 'demo':
+    c.total_steps, c.eval_every = 400, 200
+  if tiny:
+    common.shrink_generative(c)
+  return c

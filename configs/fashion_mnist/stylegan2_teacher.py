@@ -1,0 +1,33 @@
+"""Fashion-MNIST StyleGAN2-ADA teacher: NVIDIA's architecture (`stylegan2_ada_generator` and
+`_discriminator`, the modules an official snapshot imports into) at 32 px, trained here with the
+StyleGAN2 recipe of the GAN trainer (non-saturating logistic loss, R1 γ=1, G EMA, Adam(2e-4,
+β=(0, 0.99))). Fashion-MNIST is zero-padded to 32 px; FID/KID/PR are on the central 28 px.
+
+Command:
+  python launch.py --config configs/fashion_mnist/stylegan2_teacher.py \
+      --workdir workdirs/fm_sg2_teacher --config.eval.classifier_checkpoint=workdirs/fm_teacher
+Expected: README "StyleGAN2 distillation" (measured). `:tiny` runs in seconds; `:demo` is short.
+"""
+import ml_collections
+
+from configs.fashion_mnist import common
+from kd_jax.trainers import gan
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  mode = common.parse_arg(arg)
+  tiny = mode == 'tiny'
+  c = gan.default_config()
+  c.generator = dict(common.TINY_SG2_TEACHER if tiny else common.SG2_TEACHER)
+  c.discriminator = dict(common.TINY_SG2_DISCRIMINATOR if tiny else common.SG2_DISCRIMINATOR)
+  c.data.batch_size = 32
+  c.total_steps = 6000
+  c.eval_every = 1000
+  c.checkpoint_every = 500
+  c.eval.feature_layer = 'features'
+  common.pad_to_stylegan2(c)
+  if mode == 'demo':
+    c.total_steps, c.eval_every = 600, 300
+  if tiny:
+    common.shrink_generative(c)
+  return c

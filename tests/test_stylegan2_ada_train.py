@@ -1,0 +1,98 @@
+"""StyleGAN2-ADA end to end on the tiny data: the official modules trained by the GAN trainer on
+Fashion-MNIST padded to 32 px, distilled into a smaller student through the teacher's D, and the
+student written out as an official state dict (and read back, bitwise)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import shared_dir, tiny_config
+from kd_jax import checkpoint as ckpt_lib
+from kd_jax import data, errors
+from kd_jax.convert import __main__ as cli
+from kd_jax.convert import formats
+from kd_jax.convert import stylegan2_ada as sg2
+from kd_jax.trainers import gan, gen_eval, generator_distill
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.fixture(scope='module')
+def sg2_teacher(tiny_data_dir, teacher_workdir, tmp_path_factory):
+  def build(root):
+    gan.train_and_evaluate(
+        tiny_config('fashion_mnist/stylegan2_teacher.py', tiny_data_dir,
+                    **{'eval.classifier_checkpoint': teacher_workdir}), str(root / 'run'))
+  return os.path.join(shared_dir(tmp_path_factory, 'sg2_teacher', build), 'run')
+
+
+def test_teacher_trains_on_padded_data_with_its_buffers(sg2_teacher):
+  summary = json.load(open(os.path.join(sg2_teacher, 'summary.json')))
+  assert summary['step'] == 4
+  q = summary['quality']
+  assert 'centre 28×28' in q['feature_extractor'] and np.isfinite(q['fid'])
+  exported = ckpt_lib.load_export_numpy(sg2_teacher)
+  # G_ema carries w_avg (updated in training: no longer its zero init) and the filters; D too.
+  assert set(exported['generator']) == {'params', 'buffers'}
+  assert np.any(exported['generator']['buffers']['mapping']['w_avg'] != 0)
+  assert 'buffers' in exported['discriminator']
+  # The export is an official state dict as is.
+  meta = ckpt_lib.read_meta(sg2_teacher, 'w')[2]
+  sd = sg2.to_state_dict(meta['exported']['generator'], exported['generator'])
+  assert 'mapping.w_avg' in sd and sd['synthesis.b32.torgb.weight'].shape[:2] == (1, 4)  # 128 // 32
+
+
+def test_pad_to_pads_with_background_and_refuses_shrinking(tiny_data_dir):
+  source = data.get_source('fashion_mnist', 'train', data_dir=tiny_data_dir)
+  padded = data.sources.pad_source(source, 32)
+  a, b = np.asarray(source[3]['image']), np.asarray(padded[3]['image'])
+  assert b.shape == (32, 32, 1) and np.array_equal(b[2:30, 2:30], a)
+  assert b.sum() == a.sum()  # only zeros (the black background) were added
+  assert np.array_equal(np.asarray(gen_eval.center_crop(b[None], 28))[0], a)
+  with pytest.raises(errors.ConfigError, match=r'pad_to=20 is smaller than the images \(28×28\)'):
+    data.sources.pad_source(source, 20)
+
+
+def test_distilled_student_exports_to_an_official_state_dict(sg2_teacher, tiny_data_dir,
+                                                            tmp_path):
+  workdir = str(tmp_path / 'student')
+  summary = generator_distill.train_and_evaluate(
+      tiny_config('fashion_mnist/stylegan2_distill.py', tiny_data_dir,
+                  **{'teacher.checkpoint': sg2_teacher, 'eval.classifier_checkpoint': ''}),
+      workdir)
+  assert summary['step'] == 4
+  # Every term of the recipe was trained and logged (the TensorBoard events are the record).
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
+  events.Reload()
+  assert {'train/l1', 'train/lpips', 'train/feat_b16', 'train/relation_kl'} <= set(
+      events.Tags()['tensors'])
+  assert summary['params_ratio'] < 1 and summary['flops_ratio'] < 1
+  out = str(tmp_path / 'G.safetensors')
+  assert cli.main(['--to', 'stylegan2_ada', '--in', workdir, '--out', out]) == 0
+  sd = formats.load_state_dict(out)
+  # Back in: the same variables, bit for bit, under the inferred config.
+  config, variables = sg2.generator_from_state_dict(sd, fused_modconv=False)
+  exported = ckpt_lib.load_export_numpy(workdir)['generator']
+  assert _flat(variables) .keys() == _flat(exported).keys()
+  assert all(np.array_equal(v, _flat(exported)[k]) for k, v in _flat(variables).items())
+  expected = dict(tiny_config('fashion_mnist/stylegan2_distill.py', tiny_data_dir).model)
+  assert {k: config[k] for k in expected} == expected
+  # The CLI imports it as a teacher (role 'generator'), refusing to overwrite that run after.
+  imported = str(tmp_path / 'imported')
+  assert cli.main(['--from', 'stylegan2_ada', '--in', out, '--out', imported]) == 0
+  assert set(ckpt_lib.load_export_numpy(imported)) == {'generator'}
+  proc = subprocess.run([sys.executable, '-m', 'kd_jax.convert', '--from', 'stylegan2_ada', '--in',
+                         out, '--out', imported], capture_output=True, text=True, cwd=REPO,
+                        timeout=300)
+  assert proc.returncode != 0 and 'already holds checkpoints' in proc.stderr
+  assert 'Traceback' not in proc.stderr
