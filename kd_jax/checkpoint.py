@@ -23,7 +23,7 @@ import tensorstore as ts
 from etils import epath
 from jax.experimental import multihost_utils
 
-from kd_jax import errors, run_identity
+from kd_jax import errors, pretrained, run_identity
 from kd_jax.types import PyTree
 
 CHECKPOINT_SUBDIR = 'checkpoints'
@@ -189,6 +189,7 @@ def find_checkpoint(path: str, field: str) -> tuple[epath.Path, int]:
   """
   if not path:
     raise errors.CheckpointError(f'{field} is empty; set it to the --workdir of a finished run.')
+  path = pretrained.resolve(path, field)  # `pretrained:<name>`: a teacher shipped with kd_jax
   p = epath.Path(os.path.abspath(path))
   if not p.exists():
     raise errors.CheckpointError(
@@ -389,3 +390,23 @@ def load_export_numpy(path: str) -> PyTree:
   """The whole `export` item of a run's latest step as host numpy arrays (see `load_item_numpy`)."""
   directory, step = find_checkpoint(path, 'path')
   return load_item_numpy(directory / str(step) / 'export')
+
+
+def write_export_only(out: str, export: PyTree, meta: dict[str, Any]) -> None:
+  """Writes a run directory holding only an export (step 0): what any `teacher.checkpoint` loads.
+
+  Imports (`kd_jax.convert`) and shipped teachers (`kd_jax.pretrained`) are such directories. The
+  'state' item is only the step: nothing here can resume training. `out` must hold no
+  checkpoints yet (a write never overwrites a run).
+  """
+  if os.path.isdir(checkpoint_dir(out)) and os.listdir(checkpoint_dir(out)):
+    raise errors.ConfigError(f'--out={out!r} already holds checkpoints; give a new directory '
+                             '(an export is never written over a run).')
+  ensure_workdir(out)
+  checkpointer = Checkpointer(out, save_every=1, keep=1)
+  try:
+    checkpointer.save(0, state={'step': np.zeros((), np.int32)}, data_state={}, export=export,
+                      meta=meta, force=True)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()

@@ -109,21 +109,13 @@ def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = 
   if os.path.isdir(ckpt_lib.checkpoint_dir(out)) and os.listdir(ckpt_lib.checkpoint_dir(out)):
     raise errors.ConfigError(f'--out={out!r} already holds checkpoints; give a new directory '
                              '(an import never overwrites a run).')
-  ckpt_lib.ensure_workdir(out)
   with open(in_path, 'rb') as f:
     digest = hashlib.sha256(f.read()).hexdigest()
   export = {role: {k: v for k, v in variables.items() if k in ('params', 'batch_stats',
                                                                  'buffers')}}
   meta = {'trainer': 'convert', 'source': source, 'input': os.path.abspath(in_path),
           'input_sha256': digest, 'check': errs, 'exported': {role: config}}
-  checkpointer = ckpt_lib.Checkpointer(out, save_every=1, keep=1)
-  try:
-    # The 'state' item is only the step: nothing here can resume training.
-    checkpointer.save(0, state={'step': np.zeros((), np.int32)}, data_state={}, export=export,
-                      meta=meta, force=True)
-    checkpointer.wait()
-  finally:
-    checkpointer.close()
+  ckpt_lib.write_export_only(out, export, meta)
   return {'model': config, 'check': errs}
 
 

@@ -43,6 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.d_optimizer = optim.default_optimizer_config()
   c.d_optimizer.update(dict(name='adam', learning_rate=2e-4, schedule='constant', b1=0.0, b2=0.99))
   c.r1_gamma = 1.0
+  c.r1_every = 1       # > 1: lazy R1 (StyleGAN2 uses 16)
   c.ema_decay = 0.999
   c.eval = default_eval_config()
   return c
@@ -64,6 +65,7 @@ class Spec:
   num_classes: int = 0     # > 0: a conditional GAN
   r1_gamma: float = 1.0
   ema_decay: float = 0.999
+  r1_every: int = 1
 
 
 def train_step(state: GANState, teacher: PyTree, batch: Batch, rng: Array, *, spec: Spec
@@ -80,7 +82,7 @@ def train_step(state: GANState, teacher: PyTree, batch: Batch, rng: Array, *, sp
                                labels, noise_rng=k_noise, train=True,
                                mutable=list(state.g.model_state))
   d, d_metrics = gan_parts.d_update(state.d, D, real, jax.lax.stop_gradient(fake), labels,
-                                    r1_gamma=spec.r1_gamma)
+                                    r1_gamma=spec.r1_gamma, r1_every=spec.r1_every)
   z2 = gan_parts.sample_latents(jax.random.fold_in(k_lat, 1), b, spec.latent_dim)
   y2 = (gan_parts.sample_labels(jax.random.fold_in(k_lat, 2), b, spec.num_classes)
         if spec.num_classes else None)
@@ -113,7 +115,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spec = Spec(config_utils.build_model(config.generator, 'config.generator'),
               config_utils.build_model(config.discriminator, 'config.discriminator'), zdim,
               num_classes if config.conditional else 0, float(config.r1_gamma),
-              float(config.ema_decay))
+              float(config.ema_decay), int(config.r1_every))
+  if spec.r1_every < 1:
+    raise errors.ConfigError(f'config.r1_every={config.r1_every} must be ≥ 1 (1: R1 every D step; '
+                             'StyleGAN2 uses 16).')
   g_tx = optim.make_optimizer(config.g_optimizer, config.total_steps,
                               'config.g_optimizer')
   d_tx = optim.make_optimizer(config.d_optimizer, config.total_steps,

@@ -73,8 +73,13 @@ def ema(average: PyTree, new: PyTree, decay: float | Array) -> PyTree:
 
 
 def d_update(d_state: Any, d_module: nn.Module, real: Array, fake: Array, labels: Array | None, *,
-             r1_gamma: float) -> tuple[Any, dict[str, Array]]:
-  """One discriminator step: logistic loss on (real, fake) plus γ/2·R1 on real."""
+             r1_gamma: float, r1_every: int = 1) -> tuple[Any, dict[str, Array]]:
+  """One discriminator step: logistic loss on (real, fake) plus γ/2·R1 on real.
+
+  r1_every > 1 is StyleGAN2's lazy regularization (Karras et al. 2020, §3.1): R1 only on every
+  r1_every-th D step, weighted by r1_every so its average strength is unchanged. R1 needs a double
+  backward pass, the dearest part of a StyleGAN2 step.
+  """
 
   def loss_fn(params):
     # model_state: non-trained collections (the StyleGAN2-ADA D's resample-filter buffers).
@@ -82,7 +87,15 @@ def d_update(d_state: Any, d_module: nn.Module, real: Array, fake: Array, labels
                                      train=True)
     real_logits, fake_logits = apply(real), apply(fake)
     adv = jnp.mean(discriminator_loss(real_logits, fake_logits))
-    r1 = jnp.mean(r1_penalty(apply, real)) if r1_gamma else jnp.zeros(())
+    if not r1_gamma:
+      r1 = jnp.zeros(())
+    elif r1_every == 1:
+      r1 = jnp.mean(r1_penalty(apply, real))
+    else:
+      # lax.cond runs only the taken branch, so the other steps skip the double backward.
+      r1 = jax.lax.cond(d_state.step % r1_every == 0,
+                        lambda: jnp.mean(r1_penalty(apply, real)) * r1_every,
+                        lambda: jnp.zeros((), real.dtype))
     return adv + 0.5 * r1_gamma * r1, (adv, r1, real_logits, fake_logits)
 
   (total, (adv, r1, rl, fl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_state.params)
