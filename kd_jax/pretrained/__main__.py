@@ -80,7 +80,8 @@ def pack(workdir: str, name: str, config_arg: str, sets: Sequence[str]) -> dict[
     os.replace(run, dest)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  dirty = _git('status', '--porcelain', '--', 'kd_jax', 'configs', 'launch.py')
+  dirty = _git('status', '--porcelain', '--', 'kd_jax', 'configs', 'launch.py',
+               ':(exclude)kd_jax/pretrained')
   entries[name] = {
       'config': config_arg, 'overrides': list(sets), 'command': _command(config_arg, sets),
       'commit': _git('rev-parse', 'HEAD') + (' (with uncommitted changes)' if dirty else ''),
