@@ -173,17 +173,20 @@ def modulated_conv2d(x: Array, weight: Array, styles: Array, noise: Array | None
   activations by s before and by the demodulation after a shared-weight conv. Same math.
   """
   n = x.shape[0]
-  w = weight[None] * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
-  dcoefs = lax.rsqrt(jnp.sum(jnp.square(w), axis=(2, 3, 4)) + 1e-8) if demodulate else None
   conv = lambda x, w: conv2d_resample(x, w, resample_filter, up=up, padding=padding,  # noqa: E731
                                       flip_weight=flip_weight)
   if fused_modconv:
+    w = weight[None] * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
     if demodulate:
+      dcoefs = lax.rsqrt(jnp.sum(jnp.square(w), axis=(2, 3, 4)) + 1e-8)
       w = w * dcoefs.reshape(n, -1, 1, 1, 1)
     x = jax.vmap(lambda xi, wi: conv(xi[None], wi)[0])(x, w)
   else:
     x = conv(x * styles.reshape(n, 1, 1, -1), weight)
     if demodulate:
+      # Σ_{i,kh,kw} (W[o,i]·s[n,i])² = Σ_i s[n,i]² · Σ_{kh,kw} W[o,i]²: the same sum without the
+      # per-sample [N, O, I, kh, kw] weights (and their gradient) the fused form needs.
+      dcoefs = lax.rsqrt(jnp.square(styles) @ jnp.sum(jnp.square(weight), axis=(2, 3)).T + 1e-8)
       x = x * dcoefs.reshape(n, 1, 1, -1)
   if noise is not None:
     x = x + noise
