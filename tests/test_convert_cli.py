@@ -55,3 +55,21 @@ def test_import_that_fails_its_check_writes_nothing(tmp_path, capsys):
                    golden_file('mobilenet_v2_w05.safetensors'), '--out', workdir]) == 2
   assert "arch='resnet' but the state dict is a torchvision mobilenet_v2" in capsys.readouterr().err
   assert not os.path.exists(workdir)
+
+
+def test_stylegan2_ada_import_checks_images_and_logits(tmp_path, capsys):
+  npz = dict(np.load(golden_file('sg2ada_small.npz')))
+  g_pairs, d_pairs = str(tmp_path / 'g.npz'), str(tmp_path / 'd.npz')
+  np.savez(g_pairs, z=npz['z'], img=npz['img_psi1_const'])
+  np.savez(d_pairs, img=npz['d_input_randn'], logits=npz['D_logits_randn'])
+  assert cli.main(['--from', 'stylegan2_ada', '--in', golden_file('sg2ada_small_G.pth'),
+                   '--out', str(tmp_path / 'G'), '--check-npz', g_pairs]) == 0
+  assert cli.main(['--from', 'stylegan2_ada', '--in', golden_file('sg2ada_small_D.safetensors'),
+                   '--out', str(tmp_path / 'D'), '--check-npz', d_pairs]) == 0
+  assert 'img max error' in capsys.readouterr().out
+  # Images PyTorch made with another truncation: refused, nothing written.
+  np.savez(g_pairs, z=npz['z'], img=npz['img_psi0.7_const'])
+  assert cli.main(['--from', 'stylegan2_ada', '--in', golden_file('sg2ada_small_G.safetensors'),
+                   '--out', str(tmp_path / 'G2'), '--check-npz', g_pairs]) == 2
+  assert 'misses img by' in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / 'G2')

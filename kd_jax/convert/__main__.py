@@ -3,7 +3,8 @@ student out in the same PyTorch layout.
 
     python -m kd_jax.convert --from torchvision --in teacher.pth --out workdirs/imported \
         [--check-npz in_out.npz]
-    python -m kd_jax.convert --from stylegan2_ada --in G.pth --out workdirs/imported_g
+    python -m kd_jax.convert --from stylegan2_ada --in G.pth --out workdirs/imported_g \
+        [--check-npz z_img.npz]
     python -m kd_jax.convert --to torchvision --in workdirs/student --out student.safetensors
     python -m kd_jax.convert --to stylegan2_ada --in workdirs/sg2_student --out G.safetensors
 
@@ -14,6 +15,8 @@ Importing writes a workdir that `config.teacher.checkpoint` can point at (its ex
 model as role 'model', its meta the inferred model config). `--check-npz` holds NCHW inputs and the
 logits the PyTorch model gave for them, as `x`/`logits` or `x_<S>`/`logits_<S>` pairs; the
 converted model must reproduce every pair within 1e-4 of the logits' max, or nothing is written.
+For StyleGAN2-ADA it holds `z` (and `c`) with the NCHW `img` G made (ψ=1, noise_mode='const'), or
+for a D the NCHW `img` (and `c`) with its `logits`.
 """
 from __future__ import annotations
 
@@ -77,6 +80,40 @@ def check_outputs(config: Mapping[str, Any], variables: Mapping[str, Any], npz_p
   return errs
 
 
+def check_stylegan2_outputs(config: Mapping[str, Any], variables: Mapping[str, Any],
+                            npz_path: str, role: str) -> dict[str, float]:
+  """A StyleGAN2-ADA import against PyTorch's outputs: G maps `z` (and `c`) to `img` (NCHW, ψ=1,
+  noise_mode='const'); D maps `img` (and `c`) to `logits`. Max error / max |output|."""
+  with np.load(npz_path) as f:
+    npz = dict(f)
+  x_key, y_key = ('z', 'img') if role == 'generator' else ('img', 'logits')
+  if x_key not in npz or y_key not in npz:
+    raise errors.ConfigError(
+        f'--check-npz={npz_path}: a StyleGAN2-ADA {role} check needs {x_key!r} and {y_key!r} '
+        f"(and 'c' if conditional); the file holds {sorted(npz)[:8]}.")
+  model = _build(config)
+  x = np.asarray(npz[x_key], np.float32)
+  c = jnp.asarray(npz['c'], jnp.float32) if 'c' in npz and npz['c'].size else None
+  if role == 'generator':
+    got = model.apply(dict(variables), jnp.asarray(x), c, noise_mode='const')
+  else:
+    got = model.apply(dict(variables), jnp.asarray(x.transpose(0, 2, 3, 1)), c)
+  got = np.asarray(got, np.float64)
+  if role == 'generator':
+    got = got.transpose(0, 3, 1, 2)
+  want = np.asarray(npz[y_key], np.float64)
+  if got.shape != want.shape:
+    raise errors.CheckpointError(f'--check-npz={npz_path}: the model gives {y_key} of shape '
+                                 f'{got.shape}, the file holds {want.shape}.')
+  err = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+  if err > TOLERANCE:
+    raise errors.CheckpointError(
+        f'--check-npz={npz_path}: the converted StyleGAN2-ADA {role} misses {y_key} by {err:.2e} '
+        f'of its max (tolerance {TOLERANCE:g}); nothing was written. Were the images made with '
+        "truncation_psi=1 and noise_mode='const' from this state dict?")
+  return {y_key: err}
+
+
 def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = None
                    ) -> dict[str, Any]:
   """Converts `in_path` and writes it as a kd_jax teacher export in workdir `out`.
@@ -92,20 +129,18 @@ def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = 
     raise errors.ConfigError(f'--from={source!r} is not supported; use one of {SOURCES}.')
   state = formats.load_state_dict(in_path)
   if source == 'stylegan2_ada':
-    if check_npz:
-      raise errors.ConfigError('--check-npz checks classifier logits; for a StyleGAN2-ADA import '
-                               'compare images yourself (tests/test_convert_stylegan2_ada.py).')
     # G has a mapping and a synthesis network; anything else is tried as D (which names the
     # first offending keys if it is neither).
     is_g = any(k.startswith('synthesis.') for k in state)
     config, variables = (sg2.generator_from_state_dict(state) if is_g
                          else sg2.discriminator_from_state_dict(state))
     role = 'generator' if is_g else 'discriminator'
+    errs = check_stylegan2_outputs(config, variables, check_npz, role) if check_npz else {}
   else:
     arch = source.split(':', 1)[1] if ':' in source else None
     config, variables = tv.to_flax(state, arch)
     role = 'model'
-  errs = check_outputs(config, variables, check_npz) if check_npz else {}
+    errs = check_outputs(config, variables, check_npz) if check_npz else {}
   if os.path.isdir(ckpt_lib.checkpoint_dir(out)) and os.listdir(ckpt_lib.checkpoint_dir(out)):
     raise errors.ConfigError(f'--out={out!r} already holds checkpoints; give a new directory '
                              '(an import never overwrites a run).')
