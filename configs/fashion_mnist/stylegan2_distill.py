@@ -6,10 +6,9 @@ through a learned 1×1 adapter + the batch-relation KL on the discriminator's po
 
 `:l1` keeps only the L1 term (the output-only baseline).
 
-Command (after stylegan2_teacher and the classifier teacher):
-  python launch.py --config configs/fashion_mnist/stylegan2_distill.py \
-      --workdir workdirs/fm_sg2_distill --config.teacher.checkpoint=workdirs/fm_sg2_teacher \
-      --config.eval.classifier_checkpoint=workdirs/fm_teacher
+Command (the teacher and the FID classifier are the shipped ones; point `teacher.checkpoint` at
+your own stylegan2_teacher run or an imported official G to distil that instead):
+  python launch.py --config configs/fashion_mnist/stylegan2_distill.py --workdir workdirs/fm_sg2_distill
 """
 import ml_collections
 
@@ -29,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   tiny = mode == 'tiny'
   c = generator_distill.default_config()
   c.model = dict(common.TINY_SG2_STUDENT if tiny else common.SG2_STUDENT)
-  c.teacher.checkpoint = 'workdirs/fm_sg2_teacher'
+  c.teacher.checkpoint = 'pretrained:fashion_mnist/stylegan2'
   c.teacher.model = dict(common.TINY_SG2_TEACHER if tiny else common.SG2_TEACHER)
   c.losses = [('l1', 1.0, {})]
   if variant != 'l1':
@@ -50,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 1000
   c.checkpoint_every = 500
   c.eval.feature_layer = 'features'
-  c.eval.classifier_checkpoint = 'workdirs/fm_teacher'
+  c.eval.classifier_checkpoint = 'pretrained:fashion_mnist/classifier'
   common.pad_to_stylegan2(c)
   if mode == 'demo':
     c.total_steps, c.eval_every = 400, 200

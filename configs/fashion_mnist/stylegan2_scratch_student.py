@@ -3,7 +3,7 @@ students' step count: the baseline distillation must beat.
 
 Command:
   python launch.py --config configs/fashion_mnist/stylegan2_scratch_student.py \
-      --workdir workdirs/fm_sg2_scratch --config.eval.classifier_checkpoint=workdirs/fm_teacher
+      --workdir workdirs/fm_sg2_scratch
 """
 import ml_collections
 
@@ -19,4 +19,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if mode == 'full':
     c.total_steps = STUDENT_STEPS
     c.eval_every = 0  # FID once, at the end (10k samples)
+    c.eval.classifier_checkpoint = 'pretrained:fashion_mnist/classifier'
   return c

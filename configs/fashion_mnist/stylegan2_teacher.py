@@ -3,9 +3,10 @@
 StyleGAN2 recipe of the GAN trainer (non-saturating logistic loss, R1 γ=1, G EMA, Adam(2e-4,
 β=(0, 0.99))). Fashion-MNIST is zero-padded to 32 px; FID/KID/PR are on the central 28 px.
 
-Command:
+Command (the shipped `pretrained:fashion_mnist/stylegan2` is this run, scored with the shipped
+classifier, trained as `workdirs/fm_teacher_demo`):
   python launch.py --config configs/fashion_mnist/stylegan2_teacher.py \
-      --workdir workdirs/fm_sg2_teacher --config.eval.classifier_checkpoint=workdirs/fm_teacher
+      --workdir workdirs/fm_sg2_teacher --config.eval.classifier_checkpoint=workdirs/fm_teacher_demo
 Expected: README "StyleGAN2 distillation" (measured). `:tiny` runs in seconds; `:demo` is short.
 """
 import ml_collections
