@@ -65,19 +65,27 @@ def check_outputs(config: Mapping[str, Any], variables: Mapping[str, Any], npz_p
   flax_vars = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
   errs = {}
   for x_key, y_key in _pairs(npz, npz_path):
-    want = np.asarray(npz[y_key], np.float64)
-    got = np.asarray(apply(flax_vars, jnp.asarray(np.asarray(npz[x_key], np.float32)
-                                                  .transpose(0, 2, 3, 1))), np.float64)
-    if got.shape != want.shape:
-      raise errors.CheckpointError(f'--check-npz={npz_path}: the model gives {y_key} of shape '
-                                   f'{got.shape}, the file holds {want.shape}.')
-    errs[y_key] = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
-    if errs[y_key] > TOLERANCE:
-      raise errors.CheckpointError(
-          f'--check-npz={npz_path}: the converted {config["name"]} misses {y_key} by '
-          f'{errs[y_key]:.2e} of its max (tolerance {TOLERANCE:g}); nothing was written. Is the '
-          'input NCHW as PyTorch takes it, and the state dict the one that produced these logits?')
+    got = apply(flax_vars, jnp.asarray(np.asarray(npz[x_key], np.float32).transpose(0, 2, 3, 1)))
+    errs[y_key] = _relative_error(
+        got, npz[y_key], y_key, npz_path, f'the converted {config["name"]}',
+        'Is the input NCHW as PyTorch takes it, and the state dict the one that produced these '
+        'logits?')
   return errs
+
+
+def _relative_error(got: Any, want: Any, y_key: str, npz_path: str, what: str, hint: str
+                    ) -> float:
+  """max |got − want| / max |want|; CheckpointError on another shape or above TOLERANCE."""
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  if got.shape != want.shape:
+    raise errors.CheckpointError(f'--check-npz={npz_path}: the model gives {y_key} of shape '
+                                 f'{got.shape}, the file holds {want.shape}.')
+  err = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+  if err > TOLERANCE:
+    raise errors.CheckpointError(
+        f'--check-npz={npz_path}: {what} misses {y_key} by {err:.2e} of its max (tolerance '
+        f'{TOLERANCE:g}); nothing was written. {hint}')
+  return err
 
 
 def check_stylegan2_outputs(config: Mapping[str, Any], variables: Mapping[str, Any],
@@ -98,20 +106,11 @@ def check_stylegan2_outputs(config: Mapping[str, Any], variables: Mapping[str, A
     got = model.apply(dict(variables), jnp.asarray(x), c, noise_mode='const')
   else:
     got = model.apply(dict(variables), jnp.asarray(x.transpose(0, 2, 3, 1)), c)
-  got = np.asarray(got, np.float64)
   if role == 'generator':
-    got = got.transpose(0, 3, 1, 2)
-  want = np.asarray(npz[y_key], np.float64)
-  if got.shape != want.shape:
-    raise errors.CheckpointError(f'--check-npz={npz_path}: the model gives {y_key} of shape '
-                                 f'{got.shape}, the file holds {want.shape}.')
-  err = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
-  if err > TOLERANCE:
-    raise errors.CheckpointError(
-        f'--check-npz={npz_path}: the converted StyleGAN2-ADA {role} misses {y_key} by {err:.2e} '
-        f'of its max (tolerance {TOLERANCE:g}); nothing was written. Were the images made with '
-        "truncation_psi=1 and noise_mode='const' from this state dict?")
-  return {y_key: err}
+    got = jnp.transpose(got, (0, 3, 1, 2))
+  return {y_key: _relative_error(
+      got, npz[y_key], y_key, npz_path, f'the converted StyleGAN2-ADA {role}',
+      "Were the images made with truncation_psi=1 and noise_mode='const' from this state dict?")}
 
 
 def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = None
@@ -141,9 +140,6 @@ def import_teacher(source: str, in_path: str, out: str, check_npz: str | None = 
     config, variables = tv.to_flax(state, arch)
     role = 'model'
     errs = check_outputs(config, variables, check_npz) if check_npz else {}
-  if os.path.isdir(ckpt_lib.checkpoint_dir(out)) and os.listdir(ckpt_lib.checkpoint_dir(out)):
-    raise errors.ConfigError(f'--out={out!r} already holds checkpoints; give a new directory '
-                             '(an import never overwrites a run).')
   with open(in_path, 'rb') as f:
     digest = hashlib.sha256(f.read()).hexdigest()
   export = {role: {k: v for k, v in variables.items() if k in ('params', 'batch_stats',

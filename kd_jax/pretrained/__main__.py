@@ -69,12 +69,11 @@ def pack(workdir: str, name: str, config_arg: str, sets: Sequence[str]) -> dict[
   entries = pretrained.manifest()
   dest = os.path.join(pretrained.DIR, *name.split('/'))
   # Written next to the destination first: a failure leaves the old teacher (if any) as it was.
-  tmp = tempfile.mkdtemp(prefix='.pack-', dir=os.path.dirname(dest) if os.path.isdir(
-      os.path.dirname(dest)) else pretrained.DIR)
+  os.makedirs(os.path.dirname(dest), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix='.pack-', dir=os.path.dirname(dest))
   try:
     run = os.path.join(tmp, 'run')
     ckpt_lib.write_export_only(run, export, {**meta, 'pretrained': name, 'trained_steps': step})
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
     if os.path.exists(dest):
       shutil.rmtree(dest)
     os.replace(run, dest)
