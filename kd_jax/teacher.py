@@ -31,6 +31,7 @@ _ROLE_RUNS = {
     'generator': 'a GAN run (e.g. configs/fashion_mnist/gan_teacher.py)',
     'discriminator': 'a GAN run (e.g. configs/fashion_mnist/gan_teacher.py)',
     'autoencoder': 'an autoencoder run (e.g. configs/fashion_mnist/ae_teacher.py)',
+    'denoiser': 'a diffusion run (e.g. configs/fashion_mnist/edm_teacher.py)',
 }
 
 

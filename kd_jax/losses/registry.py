@@ -11,7 +11,7 @@ import inspect
 from typing import Any, Callable
 
 from kd_jax import errors
-from kd_jax.losses import contrast, feature, generative, logit
+from kd_jax.losses import contrast, diffusion, feature, generative, logit
 from kd_jax.types import Array
 
 LossFn = Callable[..., Array]
@@ -29,6 +29,8 @@ STANDARD_ROLES: tuple[str, ...] = (
     'real_logits',          # D logits on real data
     # CRD: the memory bank's normalised scores [B, K+1] for each anchor side.
     'crd_student_scores', 'crd_teacher_scores',
+    'loss_weight',          # diffusion: the per-example weight λ(σ) of the denoising objective
+    'clean_images',         # diffusion: the clean data x behind the noisy input x + σ·n
 )
 
 
@@ -161,6 +163,8 @@ _BUILTINS: dict[str, tuple[LossFn, tuple[str, ...]]] = {
     'gan_ns_d': (generative.gan_ns_d, ('real_logits', 'fake_logits')),
     'tempered_sigmoid_kl': (generative.tempered_sigmoid_kl, ('fake_logits', 'teacher_fake_logits')),
     'relation_kl': (generative.relation_kl, _FEATURES),
+    # Diffusion denoisers.
+    'weighted_l2': (diffusion.weighted_l2, ('student_images', 'target_images', 'loss_weight')),
 }
 
 for _name, (_fn, _roles) in _BUILTINS.items():

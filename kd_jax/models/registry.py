@@ -16,10 +16,10 @@ import flax.linen as nn
 
 from kd_jax import errors, imports
 from kd_jax.models import autoencoder, dcgan, mobilenet_v2, resnet, small_cnn, stylegan2
-from kd_jax.models import stylegan2_ada
+from kd_jax.models import stylegan2_ada, unet
 from kd_jax.models import torchvision_mobilenet_v2, torchvision_resnet
 
-KINDS = ('classifier', 'generator', 'discriminator', 'autoencoder')
+KINDS = ('classifier', 'generator', 'discriminator', 'autoencoder', 'denoiser')
 # A class named by import path declares its family with this class attribute (default 'classifier').
 KIND_ATTRIBUTE = 'kd_jax_kind'
 
@@ -50,6 +50,8 @@ _MODELS: dict[str, ModelDef] = {
     'stylegan2_ada_generator': ModelDef(stylegan2_ada.Generator, 'generator'),
     'stylegan2_ada_discriminator': ModelDef(stylegan2_ada.Discriminator, 'discriminator'),
     'conv_autoencoder': ModelDef(autoencoder.ConvAutoencoder, 'autoencoder'),
+    # D(x; σ) with EDM (or consistency) preconditioning: diffusion teachers and students.
+    'edm_unet': ModelDef(unet.EDMUNet, 'denoiser'),
 }
 
 

@@ -15,6 +15,8 @@ _TRAINERS = {
     'gan': 'kd_jax.trainers.gan',
     'generator_distill': 'kd_jax.trainers.generator_distill',
     'autoencoder': 'kd_jax.trainers.autoencoder',
+    'diffusion': 'kd_jax.trainers.diffusion',
+    'progressive_distill': 'kd_jax.trainers.progressive',
 }
 
 
