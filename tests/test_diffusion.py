@@ -67,3 +67,16 @@ def test_sampler_nfe_and_determinism():
     x = d + (s2 / s) * (x - d)
   np.testing.assert_allclose(np.asarray(samplers.sample(denoise, noise, 3, 'euler')), x,
                              rtol=1e-4, atol=1e-6)
+
+
+def test_edm_unet_shapes_features_and_consistency_boundary():
+  from kd_jax import models
+  from kd_jax.models import features
+  x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+  m = models.get('edm_unet', channels=4, channel_mult=[1, 2])
+  v = m.init(jax.random.key(1), x, jnp.ones((2,)))
+  assert m.apply(v, x, jnp.ones((2,))).shape == x.shape
+  assert {'mid1', 'enc0_0', 'dec1_1'} <= set(features.feature_paths(m, v, x, sigma=jnp.ones((2,))))
+  cm = models.get('edm_unet', channels=4, channel_mult=[1, 2], precond='consistency')
+  np.testing.assert_allclose(np.asarray(cm.apply(v, x, jnp.full((2,), edm.SIGMA_MIN))),
+                             np.asarray(x), atol=1e-6)  # f(x, σ_min) = x with the same params

@@ -36,7 +36,7 @@ CE = losses.ce(OUT['student_logits'], OUT['labels'])
 def test_registry_lists_all_builtins_with_standard_roles():
   expected = {'kd', 'ce', 'hard_ce', 'reverse_kl', 'js', 'logit_mse', 'dkd', 'dist', 'fitnet', 'at',
               'sp', 'rkd', 'pkt', 'nst', 'cc', 'cc_repdistiller', 'vid', 'l1', 'l2', 'lpips', 'feature_mse', 'gan_ns_g',
-              'gan_ns_d', 'tempered_sigmoid_kl', 'relation_kl', 'crd'}
+              'gan_ns_d', 'tempered_sigmoid_kl', 'relation_kl', 'crd', 'weighted_l2'}
   assert set(losses.names()) == expected
   for name in expected:
     loss_def = losses.get(name)

@@ -74,12 +74,13 @@ def _input(module, name, res, ch, key=0):
 
 
 def test_registry_lists_every_family():
-  assert set(TINY) == set(models.names())
+  assert set(TINY) | {'edm_unet'} == set(models.names())  # edm_unet: tests/test_diffusion.py
   assert {models.kind(n) for n in models.names()} == set(models.KINDS)
   assert models.kind('resnet20') == 'classifier'
   assert models.kind('stylegan2_generator') == 'generator'
   assert models.kind('dcgan_discriminator') == 'discriminator'
   assert models.kind('conv_autoencoder') == 'autoencoder'
+  assert models.kind('edm_unet') == 'denoiser'
 
 
 def test_unknown_model_names_known_ones():
