@@ -21,6 +21,34 @@ def parse_arg(arg: str | None) -> str:
   return mode
 
 
+def split_variant(arg: str | None, variant: str) -> tuple[bool, str | None]:
+  """':<variant>[,demo|tiny]' → (True, the rest); anything else → (False, arg)."""
+  parts = (arg or '').split(',')
+  if parts[0] != variant:
+    return False, arg
+  return True, ','.join(parts[1:]) or None
+
+
+def edm_base(distill_mode: str, model: dict) -> ml_collections.ConfigDict:
+  """Shared base of the diffusion configs: the trainer's defaults, the mode, the model, the
+  shipped classifier for FID; `:tiny` shrinks it to seconds (2-step sampling everywhere)."""
+  from kd_jax.trainers import diffusion  # pylint: disable=import-outside-toplevel
+  c = diffusion.default_config()
+  c.mode = distill_mode
+  c.model = model
+  c.checkpoint_every = 500
+  c.eval.classifier_checkpoint = 'pretrained:fashion_mnist/classifier'
+  return c
+
+
+def shrink_edm(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`shrink_generative` plus 2-step reference sampling (seconds-long diffusion runs)."""
+  shrink_generative(config)
+  config.optimizer.warmup_steps = 0
+  config.eval.reference_steps = 2
+  return config
+
+
 def teacher_model(mode: str) -> dict:
   return dict({'full': TEACHER_MODEL, 'demo': DEMO_TEACHER_MODEL, 'tiny': TINY_TEACHER_MODEL}[mode])
 

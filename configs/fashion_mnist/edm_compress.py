@@ -11,7 +11,6 @@ Expected: README "Diffusion distillation" (goal: FID ≤ 1.3× the teacher's). `
 import ml_collections
 
 from configs.fashion_mnist import common
-from kd_jax.trainers import diffusion
 
 FEATURES = ('mid1', 'dec1_1')
 
@@ -19,9 +18,8 @@ FEATURES = ('mid1', 'dec1_1')
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
-  c = diffusion.default_config()
-  c.mode = 'compress'
-  c.model = dict(common.TINY_EDM_STUDENT if tiny else common.EDM_STUDENT)
+  c = common.edm_base('compress', dict(common.TINY_EDM_STUDENT if tiny
+                                             else common.EDM_STUDENT))
   c.teacher.checkpoint = 'pretrained:fashion_mnist/edm'
   c.losses = [{'name': 'weighted_l2', 'weight': 1.0, 'label': 'out_kd',
                'inputs': {'target_images': 'teacher_images'}}]
@@ -31,11 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                for p in (FEATURES[:1] if tiny else FEATURES)]
   c.optimizer.update(dict(learning_rate=2e-3, schedule='cosine', warmup_steps=200))
   c.total_steps = 2000
-  c.checkpoint_every = 500
-  c.eval.classifier_checkpoint = 'pretrained:fashion_mnist/classifier'
   if tiny:
-    common.shrink_generative(c)
-    c.optimizer.warmup_steps = 0
+    common.shrink_edm(c)
     c.eval.steps = [2]
-    c.eval.reference_steps = 2
   return c

@@ -14,23 +14,20 @@ seconds.
 import ml_collections
 
 from configs.fashion_mnist import common
-from kd_jax.trainers import diffusion
 
 LPIPS_LAYERS = ('stage1', 'stage2', 'stage3')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  lpips = bool(arg) and arg.split(',')[0] == 'lpips'
-  if lpips:
-    arg = ','.join(arg.split(',')[1:]) or None
+  lpips, arg = common.split_variant(arg, 'lpips')
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
-  c = diffusion.default_config()
-  c.mode = 'consistency'
-  c.model = {}
+  c = common.edm_base('consistency', {})
   c.teacher.checkpoint = 'pretrained:fashion_mnist/edm'
   if lpips:
-    c.losses = [('lpips', 1.0, {})]
+    c.losses = [{'name': 'lpips', 'weight': 1.0,
+                 'inputs': {'student_features': 'frozen_student_features',
+                            'teacher_features': 'frozen_teacher_features'}}]
     c.frozen_net.checkpoint = 'pretrained:fashion_mnist/classifier'
     c.frozen_net.layers = list(LPIPS_LAYERS)
   c.optimizer.update(dict(learning_rate=2e-4, schedule='constant', warmup_steps=0))
@@ -38,10 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ema_decay = 0.999
   c.data.batch_size = 64
   c.total_steps = 1500
-  c.checkpoint_every = 500
-  c.eval.classifier_checkpoint = 'pretrained:fashion_mnist/classifier'
   c.eval.teacher_steps = [1, 2]
   if tiny:
-    common.shrink_generative(c)
-    c.eval.reference_steps = 2
+    common.shrink_edm(c)
   return c

@@ -18,9 +18,7 @@ from kd_jax.trainers import progressive
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  compressed = bool(arg) and arg.split(',')[0] == 'compressed'
-  if compressed:
-    arg = ','.join(arg.split(',')[1:]) or None
+  compressed, arg = common.split_variant(arg, 'compressed')
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
   c = progressive.default_config()
@@ -35,7 +33,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 250
   c.eval.classifier_checkpoint = 'pretrained:fashion_mnist/classifier'
   if tiny:
-    common.shrink_generative(c)
+    common.shrink_edm(c)
     c.progressive.start_steps, c.progressive.round_steps = 4, 2
-    c.eval.reference_steps = 2
   return c

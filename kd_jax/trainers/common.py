@@ -162,6 +162,18 @@ def restore_critic(checkpoint: str, field: str, *, role: str, layers: Sequence[s
   return critic, core.Frozen(net.module, net.variables)
 
 
+def check_teacher_resolution(config: ml_collections.ConfigDict, image_shape: tuple[int, ...],
+                             verb: str) -> None:
+  """CheckpointError when `config.teacher.checkpoint`'s run (generating or denoising: `verb`)
+  saw images of another shape than `config.data`'s (reads only the run's JSON meta)."""
+  shape = ckpt_lib.read_meta(config.teacher.checkpoint,
+                             'config.teacher.checkpoint')[2].get('image_shape')
+  if shape and tuple(shape) != image_shape:
+    raise errors.CheckpointError(
+        f'config.teacher.checkpoint {verb} {tuple(shape)} images but config.data.name='
+        f'{config.data.name!r} has {image_shape}; use a teacher trained at this resolution.')
+
+
 def checkpoints_of(config: ml_collections.ConfigDict) -> list[str]:
   """The teachers' checkpoints, in `restore_teachers` order (for the summary)."""
   return [path for _, path in teacher_checkpoints(config)]

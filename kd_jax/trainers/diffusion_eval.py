@@ -18,12 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, errors, parallel
 from kd_jax import teacher as teacher_lib
 from kd_jax.diffusion import edm, samplers
 from kd_jax.metrics import cost
-from kd_jax.trainers import gen_eval
+from kd_jax.trainers import common, gen_eval
 from kd_jax.types import Array, PyTree
 
 SAMPLERS = samplers.SAMPLERS + ('consistency',)
@@ -46,12 +45,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
 def restore_denoiser_teacher(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
                              ) -> teacher_lib.Teacher:
   """The frozen diffusion teacher (a diffusion run's EMA denoiser) at the data's resolution."""
-  shape = ckpt_lib.read_meta(config.teacher.checkpoint,
-                             'config.teacher.checkpoint')[2].get('image_shape')
-  if shape and tuple(shape) != image_shape:
-    raise errors.CheckpointError(
-        f'config.teacher.checkpoint denoises {tuple(shape)} images but config.data.name='
-        f'{config.data.name!r} has {image_shape}; use a teacher trained at this resolution.')
+  common.check_teacher_resolution(config, image_shape, 'denoises')
   x0 = jnp.zeros((1, *image_shape), jnp.float32)
   return teacher_lib.restore_teacher(config.teacher.checkpoint, config.teacher.model,
                                      role='denoiser', init_args=(x0, jnp.ones((1,))),
@@ -190,10 +184,8 @@ class DiffusionEvaluation:
     noise, y = gen_eval.latents(self._seed + 7, self._pairs, int(np.prod(self._shape)),
                                 self._classes)
     noise = noise.reshape(-1, *self._shape)
-    chunks = lambda fn, v: np.concatenate([np.asarray(fn(v, noise[i:i + self._batch],
-                                                         None if y is None else
-                                                         y[i:i + self._batch]))
-                                           for i in range(0, len(noise), self._batch)])
+    chunks = lambda fn, v: gen_eval.sample_images(lambda xs, ys: fn(v, xs, ys), noise, y,
+                                                   self._batch)
     final_rows, ref = [], None
     if self._teacher is not None:
       ref = chunks(self._sample('teacher', *self._ref), self._t_vars)

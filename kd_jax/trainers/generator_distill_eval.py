@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, errors, parallel
 from kd_jax import teacher as teacher_lib
-from kd_jax.trainers import gan_parts, gen_eval
+from kd_jax.trainers import common, gan_parts, gen_eval
 
 
 def restore_generator_teacher(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
@@ -21,12 +20,7 @@ def restore_generator_teacher(config: ml_collections.ConfigDict, image_shape: tu
   if not config.teacher.checkpoint:
     raise errors.ConfigError('config.teacher.checkpoint is empty; set it to the --workdir of a GAN '
                              'teacher run (configs/fashion_mnist/gan_teacher.py).')
-  shape = ckpt_lib.read_meta(config.teacher.checkpoint,
-                             'config.teacher.checkpoint')[2].get('image_shape')
-  if shape and tuple(shape) != image_shape:
-    raise errors.CheckpointError(
-        f'config.teacher.checkpoint generates {tuple(shape)} images but config.data.name='
-        f'{config.data.name!r} has {image_shape}; use a teacher trained at this resolution.')
+  common.check_teacher_resolution(config, image_shape, 'generates')
   zdim = gan_parts.latent_dim(config.model, 'config.model')
   num_classes = gan_parts.num_classes(config.model)
   teacher = teacher_lib.restore_teacher(
