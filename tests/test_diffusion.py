@@ -48,6 +48,17 @@ def test_progressive_target_one_step_lands_on_two_teacher_steps():
                              np.asarray(x_s), rtol=1e-4, atol=1e-5)
 
 
+def test_dmd_target_matches_numpy():
+  rng = np.random.default_rng(2)
+  x, real, fake = (rng.normal(size=(3, 4, 4, 1)) for _ in range(3))
+  got = np.asarray(targets.dmd_target(*map(jnp.asarray, (x, real, fake))))
+  norm = np.abs(x - real).reshape(3, -1).mean(1)[:, None, None, None]
+  np.testing.assert_allclose(got, x - (fake - real) / (norm + 1e-6), rtol=1e-5, atol=1e-6)
+  # Fake = real: the KL gradient vanishes and the target is x itself.
+  np.testing.assert_allclose(np.asarray(targets.dmd_target(jnp.asarray(x), jnp.asarray(real),
+                                                           jnp.asarray(real))), x, atol=1e-6)
+
+
 def test_sampler_nfe_and_determinism():
   calls = []
 

@@ -138,6 +138,8 @@ def pad_to_stylegan2(config: ml_collections.ConfigDict) -> ml_collections.Config
 # training on 2 cores; the compressed student has ≥ 4× fewer FLOPs per network evaluation.
 EDM_TEACHER = {'name': 'edm_unet', 'img_channels': 1, 'channels': 16, 'channel_mult': [1, 2, 4],
                'num_blocks': 1}
-EDM_STUDENT = dict(EDM_TEACHER, channels=8)
+# 8/16/16 channels: 61.8k params (0.108×), 19.9 MFLOPs per evaluation (0.19×; channels 8/16/32
+# would keep 0.26×: the 28-px level dominates the FLOPs).
+EDM_STUDENT = dict(EDM_TEACHER, channels=8, channel_mult=[1, 2, 2])
 TINY_EDM_TEACHER = dict(EDM_TEACHER, channels=4, channel_mult=[1, 2])
 TINY_EDM_STUDENT = dict(TINY_EDM_TEACHER, channels=2)

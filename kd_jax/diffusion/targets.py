@@ -8,8 +8,19 @@ student must reach it in one step, so its denoised output must be
 
 consistency distillation (Song et al. 2023, Alg. 2): from x_{n+1} = x + σ_{n+1}·z, one teacher ODE
 step (Heun) gives x̂_n at σ_n; the target is the EMA network's f_θ⁻(x̂_n, σ_n).
+
+distribution matching (DMD, Yin et al. 2024a, eq. 7–8; DMD2, Yin et al. 2024b): for a one-step
+generator's x = G(z), noise it to x_t = x + σ·n and compare the frozen teacher's ("real") and a
+trained "fake" denoiser's x-predictions; the KL's gradient with respect to x is, in EDM terms
+(scores s = (D(x_t) − x_t)/σ², the σ² folded into the normaliser),
+
+  ∇ = (D_fake(x_t; σ) − D_real(x_t; σ)) / mean_{pixels} |x − D_real(x_t; σ)|
+
+and the generator regresses onto the stop-gradient target x − ∇ (loss ½‖x − sg(x − ∇)‖²).
 """
 from __future__ import annotations
+
+import jax.numpy as jnp
 
 from kd_jax.diffusion import samplers
 from kd_jax.types import Array
@@ -24,6 +35,18 @@ def progressive_target(x_t: Array, x_s: Array, sigma_t: Array, sigma_s: Array) -
   """
   r = (sigma_s / sigma_t).reshape(-1, *([1] * (x_t.ndim - 1)))
   return (x_s - r * x_t) / (1.0 - r)
+
+
+def dmd_target(x: Array, real_denoised: Array, fake_denoised: Array, eps: float = 1e-6
+               ) -> Array:
+  """x − ∇: DMD's regression target for the generator output x ([B,H,W,C] each).
+
+  The per-example normaliser mean|x − D_real| makes the step size independent of how far the
+  teacher's prediction is (DMD eq. 8); `eps` guards an exact match.
+  """
+  axes = tuple(range(1, x.ndim))
+  norm = jnp.mean(jnp.abs(x - real_denoised), axis=axes, keepdims=True)
+  return x - (fake_denoised - real_denoised) / (norm + eps)
 
 
 def teacher_two_steps(denoise: samplers.Denoiser, x_t: Array, sigma_t: Array, sigma_m: Array,

@@ -1,4 +1,4 @@
-"""Diffusion training and distillation: one trainer, four modes, on the distillation core.
+"""Diffusion training and distillation: one trainer, five modes, on the distillation core.
 
 Every network is an `edm_unet` denoiser D(x; σ) in the EDM parameterization (`kd_jax.diffusion`).
 Each step draws data x, noise n and levels σ; the mode decides the student's input, the regression
@@ -22,9 +22,16 @@ target and its weight; the composed loss reads the outputs dict (`kd_jax.keys`):
                 N-level grid, one teacher Heun step to σ_n, target f_θ⁻(x̂_n, σ_n) of the EMA
                 "target" network θ⁻ (rate `consistency.target_ema`), weight 1; the student uses the
                 consistency preconditioning and starts from the teacher's weights.
+  dmd           one-step distribution matching, data-free (DMD2, Yin et al. 2024): the generator
+                G(z) = D_s(σ_max·z; σ_max) starts from the teacher; each step first trains a "fake"
+                denoiser (also from the teacher) `dmd.fake_updates` times with EDM's loss on fresh
+                G samples (the two-timescale rule), then moves G along the KL gradient between
+                the teacher's and the fake denoiser's predictions (`targets.dmd_target`), weight ½.
+                No data and no regression loss; the optional GAN term of DMD2 is not included.
 
 Three pytrees as everywhere: the student (+ adapters: trained, checkpointed; the student's EMA is
-evaluated and exported), the frozen teacher (an argument of the step, never checkpointed).
+evaluated and exported), the frozen teacher (an argument of the step, never checkpointed); DMD's
+fake denoiser is a second trained role with its own optimizer, checkpointed, never exported.
 """
 from __future__ import annotations
 
@@ -48,7 +55,9 @@ from kd_jax.train_state import TrainState, step_key
 from kd_jax.trainers import common, diffusion_eval, gan_parts, loop
 from kd_jax.types import Array, Batch, PyTree
 
-MODES = ('teacher', 'compress', 'progressive', 'consistency')
+MODES = ('teacher', 'compress', 'progressive', 'consistency', 'dmd')
+# Modes whose student is the teacher's architecture and starts from its weights.
+FROM_TEACHER = ('progressive', 'consistency', 'dmd')
 OFFERS = ('student_images', 'target_images', 'loss_weight', 'clean_images', 'teacher_images',
           'student_features', 'teacher_features', 'adapted', 'frozen_student_features',
           'frozen_teacher_features', 'frozen_student_embedding', 'frozen_teacher_embedding',
@@ -60,6 +69,7 @@ class DiffusionState:
   student: TrainState   # params = {'student': ..., 'extras': {'adapters': ...}}
   ema: PyTree           # EMA of the student's params: what is evaluated and exported
   target: PyTree        # consistency: θ⁻, the target network's params; otherwise {}
+  fake: Any             # dmd: the fake denoiser's TrainState; otherwise {}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -83,6 +93,11 @@ def default_config() -> ml_collections.ConfigDict:
                                            rho=edm.RHO))
   c.progressive = ml_collections.ConfigDict(dict(student_steps=8))
   c.consistency = ml_collections.ConfigDict(dict(num_scales=18, target_ema=0.95))
+  # DMD2: fake-denoiser updates per generator update (their TTUR ratio is 5), its learning rate
+  # (0: the student's), and the Karras positions t ∈ [min, max] the KL gradient's σ(t) is drawn
+  # from (DMD2 draws timesteps in [0.02, 0.98]·T).
+  c.dmd = ml_collections.ConfigDict(dict(fake_updates=5, fake_learning_rate=0.0,
+                                         min_position=0.02, max_position=0.98))
   c.eval = diffusion_eval.default_eval_config()
   return c
 
@@ -104,6 +119,8 @@ class Spec:
   student_steps: int = 8
   num_scales: int = 18
   target_ema: float = 0.95
+  fake_updates: int = 5
+  dmd_positions: tuple[float, float] = (0.02, 0.98)
 
 
 def _bc(s: Array) -> Array:
@@ -125,6 +142,29 @@ def _inputs(spec: Spec, x: Array, rng: Array) -> tuple[Array, Array, dict[str, A
   return x + _bc(sigma) * noise, sigma, {}
 
 
+def _denoising_loss(apply: Any, x: Array, rng: Array, spec: Spec) -> Array:
+  """EDM's loss of the denoiser `apply(x_σ, σ)` on clean x: mean_b λ(σ_b)·mean((D − x)²)."""
+  k_sigma, k_noise = jax.random.split(rng)
+  sigma = edm.training_sigmas(k_sigma, x.shape[0], spec.p_mean, spec.p_std)
+  x_sigma = x + _bc(sigma) * jax.random.normal(k_noise, x.shape, x.dtype)
+  err = jnp.mean((apply(x_sigma, sigma) - x) ** 2, axis=tuple(range(1, x.ndim)))
+  return jnp.mean(edm.loss_weight(sigma) * err)
+
+
+def _dmd_fake_updates(spec: Spec, fake: TrainState, generate: Any, shape: tuple[int, ...],
+                      labels: Array | None, rng: Array) -> tuple[TrainState, Array]:
+  """`spec.fake_updates` steps of the fake denoiser on fresh samples of the (fixed) generator."""
+  def one(fs: TrainState, key: Array) -> tuple[TrainState, Array]:
+    k_z, k_loss = jax.random.split(key)
+    x_gen = jax.lax.stop_gradient(generate(jax.random.normal(k_z, shape)))
+    apply = lambda p: (lambda xx, s: spec.teacher.apply({'params': p}, xx, s, labels))
+    loss, grads = jax.value_and_grad(lambda p: _denoising_loss(apply(p), x_gen, k_loss, spec))(
+        fs.params)
+    return fs.apply_gradients(grads, fs.model_state), loss
+  fake, fake_losses = jax.lax.scan(one, fake, jax.random.split(rng, spec.fake_updates))
+  return fake, jnp.mean(fake_losses)
+
+
 def train_step(state: DiffusionState, teacher: PyTree, batch: Batch, rng: Array, *, spec: Spec
                ) -> tuple[DiffusionState, dict[str, Array]]:
   """One student update of the mode (see the module docstring), then the EMA(s)."""
@@ -134,7 +174,24 @@ def train_step(state: DiffusionState, teacher: PyTree, batch: Batch, rng: Array,
   rng_t = step_key(rng, st.step, 'noise')
   t_apply = (lambda xx, s: spec.teacher.apply(teacher['teachers'][0], xx, s, labels))
   t_out: dict[str, Any] = {}
-  if spec.mode == 'consistency':
+  fake, extra_metrics = state.fake, {}
+  if spec.mode == 'dmd':
+    k_f, k_z, k_t, k_n = jax.random.split(rng_t, 4)
+    sigma = jnp.full((x.shape[0],), spec.sigma_max, x.dtype)
+    generate = lambda z: d.student.apply({'params': st.params['student']}, z * spec.sigma_max,
+                                         sigma, labels)
+    fake, extra_metrics['fake_loss'] = _dmd_fake_updates(spec, fake, generate, x.shape, labels,
+                                                         k_f)
+    x_in = spec.sigma_max * jax.random.normal(k_z, x.shape, x.dtype)
+    x_gen = d.student.apply({'params': st.params['student']}, x_in, sigma, labels)
+    lo, hi = spec.dmd_positions
+    sigma_t = edm.karras_position(jax.random.uniform(k_t, (x.shape[0],), minval=lo, maxval=hi),
+                                  spec.sigma_min, spec.sigma_max, spec.rho)
+    x_t = x_gen + _bc(sigma_t) * jax.random.normal(k_n, x.shape, x.dtype)
+    target = targets.dmd_target(x_gen, t_apply(x_t, sigma_t),
+                                spec.teacher.apply({'params': fake.params}, x_t, sigma_t, labels))
+    weight = jnp.full_like(sigma, 0.5)
+  elif spec.mode == 'consistency':
     grid = edm.discretization(spec.num_scales, spec.sigma_min, spec.sigma_max, spec.rho)
     k_n, k_z = jax.random.split(rng_t)
     n = jax.random.randint(k_n, (x.shape[0],), 0, spec.num_scales - 1)
@@ -173,8 +230,8 @@ def train_step(state: DiffusionState, teacher: PyTree, batch: Batch, rng: Array,
   ema = gan_parts.ema(state.ema, new.params['student'], decay)
   target_params = (gan_parts.ema(state.target, new.params['student'], spec.target_ema)
                    if spec.mode == 'consistency' else state.target)
-  return (DiffusionState(student=new, ema=ema, target=target_params),
-          {'loss': total, **terms, 'sigma_mean': jnp.mean(sigma)})
+  return (DiffusionState(student=new, ema=ema, target=target_params, fake=fake),
+          {'loss': total, **terms, **extra_metrics, 'sigma_mean': jnp.mean(sigma)})
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -195,6 +252,15 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                        ('consistency.target_ema', config.consistency.target_ema)):
     if not 0.0 <= float(value) < 1.0:
       raise errors.ConfigError(f'config.{field}={value} must lie in [0, 1).')
+  config_utils.check_count(config.dmd.fake_updates, 'config.dmd.fake_updates',
+                           meaning='fake-denoiser updates per generator update')
+  lo, hi = float(config.dmd.min_position), float(config.dmd.max_position)
+  if not 0.0 <= lo < hi <= 1.0:
+    raise errors.ConfigError(f'config.dmd.min_position={lo}, max_position={hi}: need '
+                             '0 <= min < max <= 1 (positions t of the Karras schedule σ(t)).')
+  if float(config.dmd.fake_learning_rate) < 0:
+    raise errors.ConfigError(f'config.dmd.fake_learning_rate={config.dmd.fake_learning_rate} '
+                             "must be >= 0 (0: the student's learning rate).")
 
 
 def _model_config(config: ml_collections.ConfigDict, teacher: teacher_lib.Teacher | None
@@ -242,20 +308,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               float(config.ema_decay), float(config.sigma.p_mean), float(config.sigma.p_std),
               float(config.sigma.sigma_min), float(config.sigma.sigma_max),
               float(config.sigma.rho), int(config.progressive.student_steps),
-              int(config.consistency.num_scales), float(config.consistency.target_ema))
-  from_teacher = config.mode in ('progressive', 'consistency') or bool(config.init_from_teacher)
+              int(config.consistency.num_scales), float(config.consistency.target_ema),
+              int(config.dmd.fake_updates),
+              (float(config.dmd.min_position), float(config.dmd.max_position)))
+  from_teacher = config.mode in FROM_TEACHER or bool(config.init_from_teacher)
   if from_teacher and teacher is None:
     raise errors.ConfigError('config.init_from_teacher=True needs config.teacher.checkpoint.')
   init_params = (_teacher_params(student, teacher, x0, s0, y0) if from_teacher else None)
   tx = optim.make_optimizer(config.optimizer, config.total_steps)
+  fake_tx = None
+  if config.mode == 'dmd':
+    fake_opt = ml_collections.ConfigDict(config_utils.to_dict(config.optimizer))
+    fake_opt.learning_rate = (float(config.dmd.fake_learning_rate)
+                              or float(config.optimizer.learning_rate))
+    fake_tx = optim.make_optimizer(fake_opt, config.total_steps * int(config.dmd.fake_updates))
 
   def init(rng: Array) -> DiffusionState:
     params, model_state = distiller.init(rng, x0, sigma=s0, labels=y0)
     if init_params is not None:
       params = {**params, 'student': init_params}
     target = params['student'] if config.mode == 'consistency' else {}
+    fake = (TrainState.create(params=init_params, model_state={}, tx=fake_tx)
+            if fake_tx is not None else {})
     return DiffusionState(TrainState.create(params=params, model_state=model_state, tx=tx),
-                          ema=params['student'], target=target)
+                          ema=params['student'], target=target, fake=fake)
 
   teacher_tree = parallel.replicate(distiller.teacher_tree([teacher] if teacher else [],
                                                            critic_net), run.mesh)
@@ -285,5 +361,6 @@ def _teacher_params(student: nn.Module, teacher: teacher_lib.Teacher, x0: Array,
 
 
 def export(state: DiffusionState) -> PyTree:
-  """The student's EMA params (adapters and the consistency target stay in the state)."""
+  """The student's EMA params (adapters, the consistency target and DMD's fake denoiser stay in
+  the state)."""
   return {'denoiser': {'params': state.ema}}

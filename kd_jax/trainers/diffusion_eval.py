@@ -28,7 +28,8 @@ from kd_jax.types import Array, PyTree
 SAMPLERS = samplers.SAMPLERS + ('consistency',)
 # The sampler and steps each mode's student is meant for, when `config.eval` leaves them empty.
 MODE_SAMPLING = {'teacher': ('heun', [18]), 'compress': ('heun', [18]),
-                 'progressive': ('euler', None), 'consistency': ('consistency', [1, 2])}
+                 'progressive': ('euler', None), 'consistency': ('consistency', [1, 2]),
+                 'dmd': ('consistency', [1])}  # one step: x = G(z) = D(σ_max·z; σ_max)
 
 
 def default_eval_config() -> ml_collections.ConfigDict:

@@ -1,0 +1,195 @@
+"""Tiny end-to-end runs of the diffusion trainers: the EDM teacher, then every distillation mode
+(architecture compression, consistency with L2 and with the LPIPS-style metric, DMD2, the
+progressive chain) from it; the teacher never changes; bitwise resume; bad configs fail clearly."""
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import load_config, shared_dir, tiny_config
+from kd_jax import checkpoint as ckpt_lib
+from kd_jax import data, errors
+from kd_jax.trainers import diffusion, progressive
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def edm_teacher(tiny_data_dir, teacher_workdir, tmp_path_factory):
+  def build(root):
+    summary = diffusion.train_and_evaluate(
+        tiny_config('fashion_mnist/edm_teacher.py', tiny_data_dir,
+                    **{'eval.classifier_checkpoint': teacher_workdir}), str(root / 'run'))
+    assert summary['step'] == 4
+  return os.path.join(shared_dir(tmp_path_factory, 'edm_teacher', build), 'run')
+
+
+def test_edm_teacher_exports_a_denoiser_with_quality_and_grids(edm_teacher):
+  exported = ckpt_lib.load_export_numpy(edm_teacher)
+  assert set(exported) == {'denoiser'}
+  summary = _summary(edm_teacher)
+  q = summary['student']['quality']['2']  # the teacher's own 2-step Heun samples (tiny)
+  assert q['num_samples'] == 128 and np.isfinite(q['fid'])
+  cost = summary['student']['cost']['2']
+  assert cost['nfe'] == 3 and cost['flops_per_image'] == 3 * cost['flops_per_nfe'] > 0
+  assert glob.glob(os.path.join(edm_teacher, 'images', 'final_teacher_vs_student_*.png'))
+
+
+def _distil(cfg, tiny_data_dir, teacher, classifier, workdir, **fields):
+  config = tiny_config(cfg, tiny_data_dir, **{'teacher.checkpoint': teacher,
+                                              'eval.classifier_checkpoint': classifier, **fields})
+  return config, diffusion.train_and_evaluate(config, workdir)
+
+
+@pytest.mark.parametrize('cfg', ['edm_compress.py', 'edm_consistency.py',
+                                 'edm_consistency.py:lpips', 'edm_dmd.py'])
+def test_distillation_modes(edm_teacher, teacher_workdir, tiny_data_dir, tmp_path, cfg):
+  before = _flat(ckpt_lib.load_export_numpy(edm_teacher))
+  path, _, variant = cfg.partition(':')
+  config = tiny_config(f'fashion_mnist/{path}', tiny_data_dir, **{
+      'teacher.checkpoint': edm_teacher, 'eval.classifier_checkpoint': teacher_workdir})
+  if variant:
+    config = load_config(f'fashion_mnist/{path}', f'{variant},tiny')
+    config.data.data_dir = tiny_data_dir
+    config.teacher.checkpoint = edm_teacher
+    config.eval.classifier_checkpoint = teacher_workdir
+    config.frozen_net.checkpoint = teacher_workdir
+  summary = diffusion.train_and_evaluate(config, str(tmp_path))
+  assert summary['step'] == 4
+  # The teacher's export is bitwise unchanged.
+  after = _flat(ckpt_lib.load_export_numpy(edm_teacher))
+  for k in before:
+    np.testing.assert_array_equal(before[k], after[k])
+  student = _flat(ckpt_lib.load_export_numpy(str(tmp_path)))
+  full = _summary(str(tmp_path))
+  if config.mode == 'compress':
+    # A smaller denoiser: no adapters in the export, fewer params than the teacher.
+    assert not any('adapter' in k for k in student)
+    n = full['student']['cost']['2']['params']
+    assert n < full['teacher']['reference']['params']
+    assert set(full['student']['vs_teacher']['2']) >= {'psnr', 'ssim'}
+  else:
+    # Consistency and DMD start from the teacher's weights (same keys, same shapes) and move away.
+    assert student.keys() == before.keys()
+    assert any(not np.array_equal(student[k], before[k]) for k in student)
+    assert set(full['student']['quality']) == ({'1'} if config.mode == 'dmd' else {'1', '2'})
+    # The baseline a 1-step student must beat: the teacher itself at 1 and 2 steps.
+    assert {'euler_1', 'euler_2'} <= set(full['teacher']['quality'])
+    assert full['student']['cost']['1']['nfe'] == 1
+
+
+def test_progressive_chain_halves_steps_and_resumes_finished_rounds(
+    edm_teacher, teacher_workdir, tiny_data_dir, tmp_path, capsys):
+  config = tiny_config('fashion_mnist/edm_progressive.py', tiny_data_dir, **{
+      'teacher.checkpoint': edm_teacher, 'eval.classifier_checkpoint': teacher_workdir})
+  summary = progressive.train_and_evaluate(config, str(tmp_path))
+  assert summary['rounds'] == [2, 1]
+  r2, r1 = (_summary(str(tmp_path / f'steps_{n}')) for n in (2, 1))
+  # Round k's teacher is round k−1's student; round 1 also scores the teacher at every count.
+  assert r2['teacher']['checkpoint'] == edm_teacher
+  assert r1['teacher']['checkpoint'] == str(tmp_path / 'steps_2')
+  assert {'euler_4', 'euler_2', 'euler_1'} <= set(r2['teacher']['quality'])
+  assert r1['student']['cost']['1']['nfe'] == 1 and r2['student']['cost']['2']['nfe'] == 2
+  # Rerunning the command trains nothing: finished rounds are read back.
+  before = _flat(ckpt_lib.load_export_numpy(str(tmp_path / 'steps_1')))
+  capsys.readouterr()
+  again = progressive.train_and_evaluate(config, str(tmp_path))
+  assert '[kd_jax] step' not in capsys.readouterr().out  # no round trains again
+  assert json.dumps(again['results'], sort_keys=True, default=str) == json.dumps(
+      summary['results'], sort_keys=True, default=str)
+  after = _flat(ckpt_lib.load_export_numpy(str(tmp_path / 'steps_1')))
+  for k in before:
+    np.testing.assert_array_equal(before[k], after[k])
+
+
+class _Preempted(Exception):
+  pass
+
+
+def test_dmd_resume_is_bitwise(edm_teacher, teacher_workdir, tiny_data_dir, tmp_path, capsys,
+                               monkeypatch):
+  """Student, EMA and DMD's fake denoiser with its optimizer state all come back from the
+  checkpoint: the resumed run's last steps read the fake denoiser, so a wrong one would change
+  the result."""
+  kw = {'teacher.checkpoint': edm_teacher, 'eval.classifier_checkpoint': '',
+        'eval.num_pairs': 16}
+  straight = str(tmp_path / 'straight')
+  diffusion.train_and_evaluate(tiny_config('fashion_mnist/edm_dmd.py', tiny_data_dir, **kw),
+                               straight)
+  real_iterator = data.train_iterator
+
+  def preempting_iterator(*args, **kwargs):
+    it, calls = real_iterator(*args, **kwargs), {'n': 0}
+
+    class Wrapped:
+      def __iter__(self):
+        return self
+
+      def __next__(self):
+        calls['n'] += 1
+        if calls['n'] == 4:
+          raise _Preempted()
+        return next(it)
+
+      def get_state(self):
+        return it.get_state()
+
+      def set_state(self, state):
+        it.set_state(state)
+    return Wrapped()
+
+  resumed = str(tmp_path / 'resumed')
+  monkeypatch.setattr(data, 'train_iterator', preempting_iterator)
+  with pytest.raises(_Preempted):
+    diffusion.train_and_evaluate(
+        tiny_config('fashion_mnist/edm_dmd.py', tiny_data_dir, **kw), resumed)
+  monkeypatch.setattr(data, 'train_iterator', real_iterator)
+  capsys.readouterr()
+  diffusion.train_and_evaluate(tiny_config('fashion_mnist/edm_dmd.py', tiny_data_dir, **kw),
+                               resumed)
+  assert 'from step 2' in capsys.readouterr().out
+  a, b = _flat(ckpt_lib.load_export_numpy(straight)), _flat(ckpt_lib.load_export_numpy(resumed))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize('fields,match', [
+    ({'mode': 'compress', 'teacher.checkpoint': ''}, 'config.teacher.checkpoint'),
+    ({'mode': 'teacher'}, 'trains from data only'),
+    ({'mode': 'consistency', 'model': {'name': 'edm_unet', 'channels': 2, 'channel_mult': [1]}},
+     "teacher's architecture"),
+    ({'mode': 'progressive', 'progressive.student_steps': 0}, 'config.progressive.student_steps'),
+    ({'consistency.target_ema': 1.0}, 'consistency.target_ema'),
+    ({'mode': 'dmd', 'dmd.min_position': 0.9, 'dmd.max_position': 0.5}, 'config.dmd.min_position'),
+    ({'eval.sampler': 'rk4'}, 'config.eval.sampler'),
+])
+def test_bad_diffusion_configs(edm_teacher, tiny_data_dir, tmp_path, fields, match):
+  config = tiny_config('fashion_mnist/edm_consistency.py', tiny_data_dir,
+                       **{'teacher.checkpoint': edm_teacher, 'eval.classifier_checkpoint': ''})
+  for key, value in fields.items():
+    if key == 'model':
+      config.model = value
+    else:
+      from kd_jax import config_utils  # pylint: disable=import-outside-toplevel
+      config_utils.set_dotted(config, key, value)
+  with pytest.raises(errors.ConfigError, match=match):
+    diffusion.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+@pytest.mark.parametrize('start,end', [(6, 1), (4, 4), (1, 1)])
+def test_progressive_chain_rejects_counts_that_do_not_halve(start, end):
+  with pytest.raises(errors.ConfigError, match='start_steps'):
+    progressive.rounds(start, end)
