@@ -96,3 +96,21 @@ def test_distilled_student_exports_to_an_official_state_dict(sg2_teacher, tiny_d
                         timeout=300)
   assert proc.returncode != 0 and 'already holds checkpoints' in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_adversarial_variant_trains_a_discriminator_beside_the_regressions(sg2_teacher,
+                                                                          tiny_data_dir, tmp_path):
+  from conftest import load_config  # pylint: disable=import-outside-toplevel
+  config = load_config('fashion_mnist/stylegan2_distill.py', 'gan,tiny')
+  config.data.data_dir = tiny_data_dir
+  config.teacher.checkpoint, config.eval.classifier_checkpoint = sg2_teacher, ''
+  assert config.adversarial.discriminator['name'] == 'stylegan2_ada_discriminator'
+  workdir = str(tmp_path / 'student')
+  assert generator_distill.train_and_evaluate(config, workdir)['step'] == 4
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
+  events.Reload()
+  tags = set(events.Tags()['tensors'])
+  assert {'train/l1', 'train/lpips', 'train/gan_ns_g', 'train/d_loss', 'train/r1'} <= tags, tags
+  # The adversarial D stays in the training state; the export is the student generator only.
+  assert set(ckpt_lib.load_export_numpy(workdir)) == {'generator'}

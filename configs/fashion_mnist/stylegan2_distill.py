@@ -4,7 +4,10 @@ discriminator (its conv features at 16, 8 and 4 px) + the teacher's 16-px synthe
 through a learned 1×1 adapter + the batch-relation KL on the discriminator's pooled features
 (how the teacher's samples relate to each other, which the student's must too).
 
-`:l1` keeps only the L1 term (the output-only baseline).
+`:l1` keeps only the L1 term (the output-only baseline). `:gan` adds an adversarial term: a
+StyleGAN2-ADA D (trained from scratch with the teacher's D recipe, R1 every step) tells the teacher's samples from the student's,
+and the student gets the non-saturating loss at weight 0.05 (GAN-compression recipes pair the
+per-sample regressions with it so the student stays sharp instead of averaging).
 
 Command (the teacher and the FID classifier are the shipped ones; point `teacher.checkpoint` at
 your own stylegan2_teacher run or an imported official G to distil that instead):
@@ -12,7 +15,7 @@ your own stylegan2_teacher run or an imported official G to distil that instead)
 """
 import ml_collections
 
-from configs.fashion_mnist import common, stylegan2_scratch_student
+from configs.fashion_mnist import common, stylegan2_scratch_student, stylegan2_teacher
 from kd_jax.trainers import generator_distill
 
 FROZEN = {'student_features': 'frozen_student_features',
@@ -22,8 +25,8 @@ D_LAYERS = ['b32/conv1', 'b16/conv1', 'b8/conv1']
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = ''
-  if arg and arg.split(',')[0] == 'l1':
-    variant, arg = 'l1', ','.join(arg.split(',')[1:]) or None
+  if arg and arg.split(',')[0] in ('l1', 'gan'):
+    variant, arg = arg.split(',')[0], ','.join(arg.split(',')[1:]) or None
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
   c = generator_distill.default_config()
@@ -43,6 +46,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ]
     c.frozen_net.kind = 'teacher_discriminator'
     c.frozen_net.layers = list(D_LAYERS)
+  if variant == 'gan':
+    c.losses += [('gan_ns_g', 0.05, {})]
+    c.adversarial.discriminator = dict(common.TINY_SG2_DISCRIMINATOR if tiny
+                                       else common.SG2_DISCRIMINATOR)
+    recipe = stylegan2_teacher.get_config()  # the teacher's D recipe: γ, lr, β
+    c.adversarial.r1_gamma = recipe.r1_gamma
+    c.adversarial.optimizer.update(dict(learning_rate=recipe.d_optimizer.learning_rate,
+                                        b1=recipe.d_optimizer.b1, b2=recipe.d_optimizer.b2))
   c.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='cosine', b1=0.5, b2=0.99))
   c.data.batch_size = 32
   c.total_steps = stylegan2_scratch_student.STUDENT_STEPS
