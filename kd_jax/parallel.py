@@ -4,6 +4,13 @@ Data parallelism is `jax.jit` over a 1-D `Mesh` with a `data` axis: the batch is
 params are replicated. This is what `pmap` did; JAX recommends jit + shardings since pmap went into
 maintenance. Under jit a BatchNorm batch mean over a sharded batch is a global mean, so BN statistics
 come out the same as on one device without any `axis_name` plumbing.
+
+A teacher larger than one device's memory: `config.mesh.model = M` makes the mesh 2-D, (data,
+model) = (devices / M, M). The batch is still split over every device (over both axes), and the
+frozen teacher's parameters are sharded FSDP-style over `model` (`place_teacher`): each array is
+cut along its largest dimension that M divides, so a device holds ≈ 1/M of the teacher and XLA's
+SPMD partitioner all-gathers each layer's weights where the forward pass needs them. The student
+and its optimizer state stay replicated (they are the small network).
 """
 from __future__ import annotations
 
@@ -23,20 +30,80 @@ from kd_jax import errors
 from kd_jax.types import PyTree
 
 DATA_AXIS = 'data'
+MODEL_AXIS = 'model'
 DEFAULT_DISTRIBUTED_TIMEOUT_S = 300
 # JAX's own deadline comes this much later than ours, so that our one-line message wins.
 _JAX_GRACE_S = 60
 
 
-def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh over all (or the given) devices with axis `data`."""
-  devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+def make_mesh(devices: list[jax.Device] | None = None, model: int = 1) -> Mesh:
+  """A mesh over all (or the given) devices: 1-D `data`, or with `model` > 1 the 2-D
+  (`data`, `model`) = (n / model, model) mesh the teacher is sharded over.
+
+  The 2-D layout comes from `mesh_utils.create_device_mesh`, which on TPU slices puts the `model`
+  axis on neighbouring chips (the all-gathers of the sharded teacher ride the fastest links).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  n = len(devices)
+  if isinstance(model, bool) or not isinstance(model, (int, np.integer)) or model < 1:
+    raise errors.ConfigError(f'config.mesh.model={model!r} must be a positive integer (the devices '
+                             'one teacher is sharded over; 1: replicated).')
+  if model == 1:
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+  if n % model:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    raise errors.ConfigError(f'config.mesh.model={model} does not divide the {n} devices; use one '
+                             f'of {divisors}.')
+  from jax.experimental import mesh_utils  # pylint: disable=import-outside-toplevel
+  try:
+    grid = mesh_utils.create_device_mesh((n // model, model), devices=devices)
+  except (ValueError, AssertionError, NotImplementedError):
+    grid = np.asarray(devices).reshape(n // model, model)  # no physical topology to follow
+  return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
+
+
+def model_axis_size(mesh: Mesh) -> int:
+  """How many devices share one teacher (1 on a 1-D data mesh)."""
+  return int(dict(mesh.shape).get(MODEL_AXIS, 1))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split across the `data` axis."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+  """Leading (batch) axis split across every device (the `data` axis, and `model` on a 2-D mesh)."""
+  return NamedSharding(mesh, P(tuple(mesh.axis_names) if len(mesh.axis_names) > 1 else DATA_AXIS))
+
+
+def fsdp_spec(shape: tuple[int, ...], size: int) -> P:
+  """`model` on the largest dimension `size` divides (the last of equals); P() when none does."""
+  best = None
+  for axis, dim in enumerate(shape):
+    if dim % size == 0 and dim >= size and (best is None or dim >= shape[best]):
+      best = axis
+  if best is None:
+    return P()
+  return P(*([None] * best + [MODEL_AXIS]))
+
+
+def teacher_shardings(tree: PyTree, mesh: Mesh) -> PyTree:
+  """The `NamedSharding` of every leaf of a frozen teacher pytree on `mesh` (see `place_teacher`)."""
+  size = model_axis_size(mesh)
+  if size == 1:
+    return jax.tree.map(lambda _: replicated(mesh), tree)
+  return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(tuple(np.shape(a)), size)), tree)
+
+
+def place_teacher(tree: PyTree, mesh: Mesh) -> PyTree:
+  """Places the frozen teacher pytree: replicated on a 1-D mesh, FSDP-sharded over `model` on a
+  2-D one (each process passes the same full values, as for `replicate`)."""
+  return jax.tree.map(jax.device_put, tree, teacher_shardings(tree, mesh))
+
+
+def per_device_bytes(tree: PyTree) -> dict[Any, int]:
+  """Bytes of `tree` each device holds (from the arrays' shards; replicated leaves count fully)."""
+  out: dict[Any, int] = {}
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      out[shard.device] = out.get(shard.device, 0) + shard.data.nbytes
+  return out
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

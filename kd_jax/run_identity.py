@@ -22,7 +22,8 @@ from kd_jax import config_utils, errors
 FILE = 'run_config.json'
 _UNSET = '<unset>'  # shown for a field one side lacks
 RESUMABLE = frozenset({'total_steps', 'log_every', 'eval_every', 'checkpoint_every',
-                       'keep_checkpoints', 'data.data_dir', 'data.cache_in_memory'})
+                       'keep_checkpoints', 'data.data_dir', 'data.cache_in_memory',
+                       'mesh.model', 'teacher_cache.dir'})
 
 
 def of_config(config: ml_collections.ConfigDict) -> dict[str, Any]:

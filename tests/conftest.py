@@ -138,8 +138,8 @@ def _two_device_mesh(monkeypatch):
   import jax  # pylint: disable=import-outside-toplevel
   from kd_jax import parallel  # pylint: disable=import-outside-toplevel
   real = parallel.make_mesh
-  monkeypatch.setattr(parallel, 'make_mesh',
-                      lambda devices=None: real(jax.devices()[:2] if devices is None else devices))
+  monkeypatch.setattr(parallel, 'make_mesh', lambda devices=None, **kw: real(
+      jax.devices()[:2] if devices is None else devices, **kw))
 
 
 def pooled_pixels(images):

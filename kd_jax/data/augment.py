@@ -34,18 +34,35 @@ def random_crop_flip(rng: Array, images: Array, *, pad: int = 4, flip: bool = Tr
   """
   if pad < 0:
     raise ValueError(f'pad must be >= 0, got {pad}')
-  _, height, width, channels = images.shape
   crop_keys, flip_keys = jnp.split(jax.random.split(rng, 2 * images.shape[0]), 2)
+  return jax.vmap(lambda x, kc, kf: _crop_flip_one(x, kc, kf, pad, flip))(images, crop_keys,
+                                                                          flip_keys)
 
-  def one(image: Array, crop_key: Array, flip_key: Array) -> Array:
-    if pad:
-      image = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-      image = pix.random_crop(crop_key, image, (height, width, channels))
-    if flip:
-      image = pix.random_flip_left_right(flip_key, image)
-    return image
 
-  return jax.vmap(one)(images, crop_keys, flip_keys)
+def _crop_flip_one(image: Array, crop_key: Array, flip_key: Array, pad: int, flip: bool) -> Array:
+  height, width, channels = image.shape
+  if pad:
+    image = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    image = pix.random_crop(crop_key, image, (height, width, channels))
+  if flip:
+    image = pix.random_flip_left_right(flip_key, image)
+  return image
+
+
+def example_crop_flip(rng: Array, images: Array, ids: Array, *, pad: int = 4,
+                      flip: bool = True) -> Array:
+  """`random_crop_flip` with each example's window and flip fixed by its integer id ([B]).
+
+  The same (rng, id) gives the same augmented image in any batch, at any step: what a
+  teacher-output cache needs (`kd_jax.distill.cache`: id = example index · copies + copy).
+  """
+  if pad < 0:
+    raise ValueError(f'pad must be >= 0, got {pad}')
+
+  def one(image: Array, i: Array) -> Array:
+    kc, kf = jax.random.split(jax.random.fold_in(rng, i))
+    return _crop_flip_one(image, kc, kf, pad, flip)
+  return jax.vmap(one)(images, ids)
 
 
 def mixup(rng: Array, images: Array, alpha: float) -> tuple[Array, Array]:

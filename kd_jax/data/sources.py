@@ -246,6 +246,12 @@ def _looks_like_tfds(path: str) -> bool:
                              for c in children)
 
 
+def dataset_dir(name: str, data_dir: str | None = None) -> str:
+  """The prepared dataset's directory (`<data_dir>/<name>/<version>`): where files derived from it,
+  such as a teacher-output cache, are kept beside it."""
+  return os.fspath(_prepared_builder(name, data_dir).data_dir)
+
+
 def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   """Returns the dataset's builder after making sure its files exist (building them at most once)."""
   check_data_dir(data_dir)

@@ -128,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                   checkpoint=config.teacher.checkpoint)
   task = loop.Task(
       init=init, step=functools.partial(train_step, spec=spec),
-      teacher=parallel.replicate(distiller.teacher_tree(teachers), run.mesh),
+      teacher=parallel.place_teacher(distiller.teacher_tree(teachers), run.mesh),
       train_batches=common.train_batches(config, run.train_source),
       evaluate=evaluation.evaluate, export=export, finalize=evaluation.finalize,
       meta={'trainer': 'autoencoder', 'dataset': config.data.name,

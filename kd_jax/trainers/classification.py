@@ -12,6 +12,8 @@ outputs feed the configured loss terms through the distillation core (`kd_jax.di
   crd               CRD's embeddings, memory bank and sampler (`kd_jax.distill.crd`)
   data.mixup_alpha  function matching (Beyer et al. 2022): the same mixed-up batch goes to teacher
                     and student; no label terms allowed then
+  teacher_cache     offline KD: the teacher's logits on A fixed augmentations of every example,
+                    computed once and read by the step instead of the teacher (`kd_jax.distill.cache`)
 
 `train_step(state, teacher, batch, rng, *, spec, stage)` is pure and importable; the shared loop
 jits it with the state donated, the batch sharded over the mesh's `data` axis, the rest replicated.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
@@ -29,7 +32,7 @@ import optax
 
 from kd_jax import config_utils, data, errors, optim, parallel
 from kd_jax.data import augment
-from kd_jax.distill import core, crd as crd_lib
+from kd_jax.distill import cache as cache_lib, core, crd as crd_lib
 from kd_jax.losses.compose import Composite
 from kd_jax.metrics import classification as cls_metrics
 from kd_jax.train_state import TrainState, step_key
@@ -56,6 +59,9 @@ def default_config() -> ml_collections.ConfigDict:
       student_feature='', teacher_feature='', feat_dim=128, num_negatives=16384,
       temperature=0.07, momentum=0.5, negatives='other_class'))
   c.optimizer = optim.default_optimizer_config()
+  # mode 'off' | 'online' | 'cached' (kd_jax.distill.cache); copies: augmentations per example;
+  # seed: of those augmentations (shared by every run of a sweep); dir: '' = beside the dataset.
+  c.teacher_cache = ml_collections.ConfigDict(dict(mode='off', copies=4, seed=0, dir=''))
   return c
 
 
@@ -68,11 +74,22 @@ class Spec:
   crop_padding: int = 2
   flip: bool = True
   mixup_alpha: float = 0.0
+  cache_mode: str = 'off'
+  cache_copies: int = 4
+  cache_seed: int = 0
 
 
-def step_inputs(spec: Spec, images: Array, step: Array, rng: Array) -> Array:
-  """Crop+flip (before normalising, so the padding is black), normalise, then optional mixup."""
-  if spec.augment:
+def step_inputs(spec: Spec, images: Array, step: Array, rng: Array, index: Array | None = None,
+                copy: Array | None = None) -> Array:
+  """Crop+flip (before normalising, so the padding is black), normalise, then optional mixup.
+
+  With a teacher cache mode the crop/flip is copy `copy` of example `index` (fixed per example).
+  """
+  if spec.cache_mode != 'off':
+    images = cache_lib.augmented(cache_lib.augmentation_root(spec.cache_seed), images, index, copy,
+                                 spec.cache_copies, pad=spec.crop_padding, flip=spec.flip,
+                                 enabled=spec.augment)
+  elif spec.augment:
     images = augment.random_crop_flip(step_key(rng, step, 'augment'), images,
                                       pad=spec.crop_padding, flip=spec.flip)
   images = augment.normalize(images)
@@ -85,8 +102,17 @@ def step_inputs(spec: Spec, images: Array, step: Array, rng: Array) -> Array:
 def train_step(state: TrainState, teacher: PyTree, batch: Batch, rng: Array, *, spec: Spec,
                stage: int = 0) -> tuple[TrainState, dict[str, Array]]:
   """One step of stage `stage`: teacher outputs (constants), the student's loss, its update."""
-  images = step_inputs(spec, batch['image'], state.step, rng)
-  t_out = spec.distiller.teacher_outputs(teacher, images)
+  copy = None
+  if spec.cache_mode != 'off':
+    copy = cache_lib.draw_copies(step_key(rng, state.step, 'augment'), batch['image'].shape[0],
+                                 spec.cache_copies)
+  images = step_inputs(spec, batch['image'], state.step, rng, batch.get('index'), copy)
+  if spec.cache_mode == 'cached':
+    # Offline KD: the frozen teacher's logits on exactly these inputs, computed once.
+    logits = teacher['cache'][batch['index'], copy]
+    t_out = {'teacher_logits': logits, 'teacher0_logits': logits}
+  else:
+    t_out = spec.distiller.teacher_outputs(teacher, images)
 
   def loss_fn(params):
     out, model_state = spec.distiller.student_outputs(
@@ -133,8 +159,39 @@ def build_spec(config: ml_collections.ConfigDict, student: Any, teachers: list[A
   with config_utils.field_context('config.losses'):
     distiller = core.build(student, teachers, required, output='logits', example=example,
                            adapter=config.adapter, crd=crd)
+  tc = config.teacher_cache
+  _check_cache_config(tc, required, teachers, float(d.mixup_alpha))
   return Spec(distiller, tuple(s.composite for s in stage_list), bool(d.augment),
-              int(d.crop_padding), bool(d.flip), float(d.mixup_alpha)), stage_list
+              int(d.crop_padding), bool(d.flip), float(d.mixup_alpha), str(tc.mode),
+              int(tc.copies), int(tc.seed)), stage_list
+
+
+# What a cached step can provide: the student's own outputs, labels and the teacher's logits.
+CACHE_KEYS = frozenset({'student_logits', 'teacher_logits', 'teacher0_logits', 'labels'})
+
+
+def _check_cache_config(tc: ml_collections.ConfigDict, required: set[str], teachers: list[Any],
+                        mixup_alpha: float) -> None:
+  if tc.mode not in cache_lib.MODES:
+    raise errors.ConfigError(f'config.teacher_cache.mode={tc.mode!r}; use one of '
+                             f'{cache_lib.MODES}.')
+  if tc.mode == 'off':
+    return
+  config_utils.check_count(tc.copies, 'config.teacher_cache.copies',
+                           meaning='fixed augmentations per example')
+  config_utils.check_count(tc.seed, 'config.teacher_cache.seed', low=0, meaning='seed')
+  if not teachers:
+    raise errors.ConfigError(f'config.teacher_cache.mode={tc.mode!r} caches a teacher, but there '
+                             "is none: set config.teacher.checkpoint or mode='off'.")
+  if mixup_alpha:
+    raise errors.ConfigError('config.teacher_cache caches the teacher on fixed crops, but '
+                             f'config.data.mixup_alpha={mixup_alpha} mixes new images every step; '
+                             "set one of them off (teacher_cache.mode='off' or mixup_alpha=0).")
+  extra = sorted(set(required) - CACHE_KEYS)
+  if tc.mode == 'cached' and extra:
+    raise errors.ConfigError(f'config.losses read {extra}, which a teacher cache does not hold (it '
+                             f'stores logits only: {sorted(CACHE_KEYS)}); drop those terms or set '
+                             "config.teacher_cache.mode='off'.")
 
 
 def check_num_classes(student: Any, example: Array, dataset: str, data_dir: str | None) -> None:
@@ -164,31 +221,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return TrainState.create(params=params, model_state=model_state, tx=tx)
 
   steps = [functools.partial(train_step, spec=spec, stage=i) for i in range(len(stage_list))]
-  teacher_tree = parallel.replicate(spec.distiller.teacher_tree(teachers), run.mesh)
+  teacher_tree = parallel.place_teacher(spec.distiller.teacher_tree(teachers), run.mesh)
+  step_teacher = teacher_tree
+  if spec.cache_mode == 'cached':
+    step_teacher = {'cache': parallel.replicate(
+        _teacher_cache(config, spec, teacher_tree, run.train_source), run.mesh)}
   # Trace every stage's step abstractly now (nothing runs): a loss that rejects its inputs' shapes
   # fails here with its message, before the workdir gets checkpoints or event files.
   batch = classification_eval.abstract_batch(config.data.batch_size, run.train_source)
   abstract_state = jax.eval_shape(init, jax.random.key(0))
+  if spec.cache_mode != 'off':
+    batch = {**batch, 'index': jax.ShapeDtypeStruct(batch['label'].shape, jnp.int32)}
   for step in steps:
-    jax.eval_shape(step, abstract_state, teacher_tree, batch, jax.random.key(0))
+    jax.eval_shape(step, abstract_state, step_teacher, batch, jax.random.key(0))
   evaluator = classification_eval.Evaluator(student, tuple(t.module for t in teachers),
                                             teacher_tree, run.eval_source,
                                             int(config.data.eval_batch_size), run.mesh)
   # CRD addresses its memory bank by each record's index.
   uses_crd = any(isinstance(e, crd_lib.CRD) for e in spec.distiller.extras)
-  keys_read = ('image', 'label', 'index') if uses_crd else ('image', 'label')
+  keys_read = (('image', 'label', 'index') if uses_crd or spec.cache_mode != 'off'
+               else ('image', 'label'))
   finalize = functools.partial(
       classification_eval.finalize, step=int(config.total_steps), student=student,
       model_config=config_utils.to_dict(config.model), teachers=teachers,
       checkpoints=common.checkpoints_of(config), example=example)
   task = loop.Task(
-      init=init, step=steps, teacher=teacher_tree,
+      init=init, step=steps, teacher=step_teacher,
       train_batches=common.train_batches(config, run.train_source, keys_read),
       evaluate=evaluator.evaluate, export=export, finalize=finalize,
       stage_ends=[s.end for s in stage_list],
       meta={'trainer': 'classification', 'dataset': config.data.name,
             'exported': {'model': config_utils.to_dict(config.model)}})
   return loop.run(task, loop.Settings.from_config(config), workdir, run.mesh)
+
+
+def _teacher_cache(config: ml_collections.ConfigDict, spec: Spec, teacher_tree: PyTree,
+                   source: Any) -> Any:
+  """The [N, copies, C] teacher logits of the train split: read when present, else built now."""
+  d, tc = config.data, config.teacher_cache
+  key = cache_lib.describe(
+      teacher_fingerprint=cache_lib.fingerprint(parallel.fetch(teacher_tree)), dataset=d.name,
+      split=d.train_split, num_examples=len(source), copies=spec.cache_copies,
+      pad=spec.crop_padding, flip=spec.flip, augment_enabled=spec.augment, seed=spec.cache_seed)
+  directory = tc.dir or os.path.join(data.sources.dataset_dir(d.name, d.data_dir or None),
+                                     cache_lib.DIRNAME)
+  t_logits = lambda x: spec.distiller.teacher_outputs(teacher_tree, x)['teacher_logits']
+  cache, path, built = cache_lib.load_or_build(directory, key, lambda: cache_lib.build(
+      t_logits, source, copies=spec.cache_copies, pad=spec.crop_padding, flip=spec.flip,
+      augment_enabled=spec.augment, seed=spec.cache_seed))
+  if parallel.is_chief():
+    print(f'[kd_jax] teacher cache: {"built" if built else "read"} {path} '
+          f'({cache.shape[0]} examples × {cache.shape[1]} copies)', flush=True)
+  return cache
 
 
 def export(state: TrainState) -> PyTree:

@@ -53,7 +53,8 @@ def prepare(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDi
   then opens the train (and eval) split."""
   config_utils.check_fields(config, defaults)
   check_positive_counts(config)
-  mesh = parallel.make_mesh()
+  model_axis = config.mesh.model if 'mesh' in config else 1
+  mesh = parallel.make_mesh() if model_axis == 1 else parallel.make_mesh(model=model_axis)
   sizes = ['batch_size'] + (['eval_batch_size'] if with_eval and 'eval_batch_size' in config.data
                             else [])
   for name in sizes:

@@ -333,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return DiffusionState(TrainState.create(params=params, model_state=model_state, tx=tx),
                           ema=params['student'], target=target, fake=fake)
 
-  teacher_tree = parallel.replicate(distiller.teacher_tree([teacher] if teacher else [],
+  teacher_tree = parallel.place_teacher(distiller.teacher_tree([teacher] if teacher else [],
                                                            critic_net), run.mesh)
   evaluation = diffusion_eval.DiffusionEvaluation(config, workdir, run, student, model_cfg,
                                                   teacher)

@@ -188,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                              tx=d_tx)
     return DistillState(TrainState.create(params=params, model_state=model_state, tx=tx), disc)
 
-  teacher_tree = parallel.replicate(spec.distiller.teacher_tree([teacher], critic_net), run.mesh)
+  teacher_tree = parallel.place_teacher(spec.distiller.teacher_tree([teacher], critic_net), run.mesh)
   evaluation = distill_eval.DistillEvaluation(config, workdir, run, spec.distiller.student,
                                                 teacher, spec.latent_dim, spec.num_classes)
   batches = (common.train_batches(config, run.train_source) if config.mode == 'data'

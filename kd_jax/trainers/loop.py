@@ -37,10 +37,13 @@ def default_config(**fields: Any) -> ml_collections.ConfigDict:
   seed: the root of every random stream; total_steps: steps to train (may be raised to extend a
   finished run); log_every: steps per progress line and TensorBoard point; eval_every: steps per
   evaluation (0: only at the end); checkpoint_every: steps per checkpoint; keep_checkpoints: how
-  many to keep.
+  many to keep; mesh.model: devices a teacher is sharded over.
   """
   c = ml_collections.ConfigDict(dict(seed=0, total_steps=1000, log_every=100, eval_every=0,
                                      checkpoint_every=500, keep_checkpoints=2))
+  # mesh.model: devices one frozen teacher is sharded over (1: replicated; see kd_jax.parallel).
+  # A placement, not part of the run: a run may resume on another mesh.
+  c.mesh = ml_collections.ConfigDict(dict(model=1))
   c.update(fields)
   return c
 
@@ -206,14 +209,18 @@ def _run(task: Task, settings: Settings, workdir: str, mesh: jax.sharding.Mesh,
     writer.write_hparams(dict(settings.hparams))
 
   # Donating the state lets XLA update params/optimizer buffers in place.
+  # The teacher keeps the placement its trainer chose (`parallel.place_teacher`: replicated, or
+  # sharded over the mesh's `model` axis).
+  teacher = task.teacher if task.teacher is not None else {}
+  teacher_sh = jax.tree.map(lambda a: a.sharding if isinstance(a, jax.Array) else repl, teacher)
   step_fns = [jax.jit(_with_finite_flags(f), donate_argnums=(0,),
-                      in_shardings=(repl, repl, batch_sh, repl), out_shardings=(repl, repl, repl))
+                      in_shardings=(repl, teacher_sh, batch_sh, repl),
+                      out_shardings=(repl, repl, repl))
               for f in task.step_functions()]
   stage_ends = list(task.stage_ends) or [int(settings.total_steps)]
   if len(stage_ends) != len(step_fns) or stage_ends[-1] != int(settings.total_steps):
     raise ValueError(f'Task has {len(step_fns)} step functions but stage_ends={stage_ends} '
                      f'(must end at total_steps={settings.total_steps}).')
-  teacher = task.teacher if task.teacher is not None else {}
   history: list[dict[str, Any]] = []
 
   t_start = time.perf_counter()
