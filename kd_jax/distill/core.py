@@ -12,6 +12,12 @@ sizes the trainable extras (adapters, VID, CRD: one layout, `params['extras'][<e
 
 The teacher pytree is `{'teachers': (variables_0, ...), 'critic': variables}`: an argument of every
 step, never given to an optimizer, never checkpointed.
+
+Mixed precision (`compute_dtype=jnp.bfloat16`): the student's and the teachers' params and inputs
+are cast to bfloat16 at the call, so convolutions and matmuls run in bfloat16, while the params,
+optimizer state and BatchNorm statistics stay float32 and every output (logits, features, images)
+is cast back to float32 before a loss sees it: losses, their reductions and the gradient update are
+float32 (the cast's gradient returns float32 gradients to float32 params).
 """
 from __future__ import annotations
 
@@ -72,6 +78,13 @@ class Distiller:
   extras: tuple[Any, ...]                  # heads.Adapters, heads.VID, crd.CRD
   critic: Critic | None = None
   teacher_feature_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # teacher 0's, batch 1
+  compute_dtype: Any = None                # None: float32; jnp.bfloat16: mixed precision
+
+  def _cast_in(self, variables: PyTree, x: Array) -> tuple[PyTree, Array]:
+    if self.compute_dtype is None:
+      return variables, x
+    return ({**variables, 'params': _cast(variables['params'], self.compute_dtype)},
+            _cast(x, self.compute_dtype))
 
   def init(self, rng: Array, x: Array, *, student_rngs: Any = None, **call_kwargs: Any
            ) -> tuple[PyTree, PyTree]:
@@ -100,8 +113,10 @@ class Distiller:
     out: dict[str, Any] = {}
     results = []
     for i, (module, variables) in enumerate(zip(self.teachers, tree['teachers'])):
-      y, feats, _ = features_lib.apply_with_features(module, variables, x, self.teacher_paths[i],
+      variables, xc = self._cast_in(variables, x)
+      y, feats, _ = features_lib.apply_with_features(module, variables, xc, self.teacher_paths[i],
                                                      train=False, rngs=rngs, **call_kwargs)
+      y, feats = _cast(y, jnp.float32), _cast(feats, jnp.float32)
       results.append(y)
       out[f'teacher{i}_{self.output}'] = y
       if i == 0:
@@ -121,9 +136,14 @@ class Distiller:
                       batch: Mapping[str, Array] | None = None, **call_kwargs: Any
                       ) -> tuple[dict[str, Any], PyTree]:
     """The outputs dict of the student on `x` (with the extras and the critic) and the new state."""
+    variables, xc = self._cast_in({'params': params['student'], **state['student']}, x)
     y, feats, new_s = features_lib.apply_with_features(
-        self.student, {'params': params['student'], **state['student']}, x, self.student_paths,
+        self.student, variables, xc, self.student_paths,
         train=train, mutable=list(state['student']), rngs=rngs, **call_kwargs)
+    if self.compute_dtype is not None:
+      y, feats = _cast(y, jnp.float32), _cast(feats, jnp.float32)
+      # Statistics (BatchNorm) keep the dtype they are stored in.
+      new_s = jax.tree.map(lambda n, o: n.astype(o.dtype), dict(new_s), dict(state['student']))
     out: dict[str, Any] = {f'student_{self.output}': y,
                            **{f'{keys.STUDENT_FEATURES}/{p}': f for p, f in feats.items()}}
     t_feats = {p: teacher_out[f'{keys.TEACHER_FEATURES}/{p}'] for p in self._teacher_shapes}
@@ -142,6 +162,20 @@ class Distiller:
     return dict(self.teacher_feature_shapes)
 
 
+def _with_dtype(module: nn.Module, dtype: Any) -> nn.Module:
+  """The module computing in `dtype` when it has kd_jax's `dtype` field (its layers then run in
+  it, params stay float32); other modules get bfloat16 params and inputs at the call instead."""
+  if any(f.name == 'dtype' for f in dataclasses.fields(module)):
+    return module.clone(dtype=dtype)
+  return module
+
+
+def _cast(tree: Any, dtype: Any) -> Any:
+  """Floating leaves of `tree` to `dtype` (integer leaves, e.g. labels or counters, unchanged)."""
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                      tree)
+
+
 def _shapes(module: nn.Module, variables: PyTree, x: Array, paths: Sequence[str],
             rngs: Any, call_kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
   """Shapes of the features at `paths` (abstractly: nothing runs); a bad path raises ConfigError."""
@@ -154,8 +188,8 @@ def _shapes(module: nn.Module, variables: PyTree, x: Array, paths: Sequence[str]
 
 def build(student: nn.Module, teachers: Sequence[Frozen], required: Iterable[str], *, output: str,
           example: Array, call_kwargs: Mapping[str, Any] | None = None, student_rngs: Any = None,
-          adapter: str = 'conv1x1', crd: CRD | None = None, critic: Critic | None = None
-          ) -> Distiller:
+          adapter: str = 'conv1x1', crd: CRD | None = None, critic: Critic | None = None,
+          compute_dtype: Any = None) -> Distiller:
   """Plans features and extras for the loss keys `required`; checks paths and shapes abstractly.
 
   Args:
@@ -166,11 +200,15 @@ def build(student: nn.Module, teachers: Sequence[Frozen], required: Iterable[str
     example: an example input (shapes only); `call_kwargs`: further call arguments (labels=...).
     adapter: 'conv1x1' or 'conv_bn_relu' (`heads.ConvReg`).
     crd: the CRD extra when a term reads its scores; `critic`: for `frozen_*` keys.
+    compute_dtype: None (float32) or jnp.bfloat16 (mixed precision; see the module docstring).
 
   Raises:
     ConfigError: a bad module path, a teacher index out of range, shapes an adapter cannot map.
   """
   kw = dict(call_kwargs or {})
+  if compute_dtype is not None:
+    student = _with_dtype(student, compute_dtype)
+    teachers = [Frozen(_with_dtype(t.module, compute_dtype), t.variables) for t in teachers]
   parsed = [keys.parse(k) for k in sorted(required)]
   if adapter not in heads.ADAPTER_KINDS:
     raise errors.ConfigError(f"adapter {adapter!r}; use one of {', '.join(heads.ADAPTER_KINDS)}.")
@@ -210,4 +248,4 @@ def build(student: nn.Module, teachers: Sequence[Frozen], required: Iterable[str
   if crd is not None:
     extras.append(crd)
   return Distiller(student, tuple(t.module for t in teachers), output, s_paths, tuple(per_teacher),
-                   indexed, tuple(extras), critic, tuple(sorted(t_shapes.items())))
+                   indexed, tuple(extras), critic, tuple(sorted(t_shapes.items())), compute_dtype)

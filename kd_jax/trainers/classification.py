@@ -62,6 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
   # mode 'off' | 'online' | 'cached' (kd_jax.distill.cache); copies: augmentations per example;
   # seed: of those augmentations (shared by every run of a sweep); dir: '' = beside the dataset.
   c.teacher_cache = ml_collections.ConfigDict(dict(mode='off', copies=4, seed=0, dir=''))
+  # 'bfloat16': convolutions/matmuls in bfloat16, params, optimizer and losses float32
+  # (kd_jax.distill.core); the fast path on TPU and recent GPUs, slow on CPUs without bf16 units.
+  c.compute_dtype = 'float32'
   return c
 
 
@@ -158,12 +161,23 @@ def build_spec(config: ml_collections.ConfigDict, student: Any, teachers: list[A
                                   if config.crd.negatives == 'other_class' else None))
   with config_utils.field_context('config.losses'):
     distiller = core.build(student, teachers, required, output='logits', example=example,
-                           adapter=config.adapter, crd=crd)
+                           adapter=config.adapter, crd=crd,
+                           compute_dtype=compute_dtype(config.compute_dtype))
   tc = config.teacher_cache
   _check_cache_config(tc, required, teachers, float(d.mixup_alpha))
   return Spec(distiller, tuple(s.composite for s in stage_list), bool(d.augment),
               int(d.crop_padding), bool(d.flip), float(d.mixup_alpha), str(tc.mode),
               int(tc.copies), int(tc.seed)), stage_list
+
+
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> Any:
+  """`config.compute_dtype` → the distiller's compute dtype (None: float32 throughout)."""
+  if name not in COMPUTE_DTYPES:
+    raise errors.ConfigError(f'config.compute_dtype={name!r}; use one of {sorted(COMPUTE_DTYPES)}.')
+  return COMPUTE_DTYPES[name]
 
 
 # What a cached step can provide: the student's own outputs, labels and the teacher's logits.
