@@ -16,7 +16,12 @@ missing processes) ends in one line `kd_jax: error: <problem and fix>` on stderr
 import os
 import sys
 
-from absl import app, flags, logging
+# Before anything imports TensorFlow (TFDS, clu): its C++ start-up lines stay hidden unless
+# --verbosity is given (the same rule as kd_jax.quiet, which cannot be imported this early).
+if not any(arg.startswith(('--verbosity', '-v=', '--v=')) for arg in sys.argv[1:]):
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file[:arg].',
@@ -147,9 +152,10 @@ def _overrides(argv: list[str]) -> list[tuple[str, str | None]]:
 
 
 def _quiet_logs() -> None:
-  # Orbax/clu INFO lines drown the progress line; --verbosity=0 brings them back.
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  # Orbax/clu INFO lines and known harmless warnings drown the progress line (kd_jax.quiet);
+  # --verbosity=0 brings them back.
+  from kd_jax import quiet  # pylint: disable=import-outside-toplevel
+  quiet.install(verbose=flags.FLAGS['verbosity'].present)
 
 
 if __name__ == '__main__':

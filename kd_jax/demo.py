@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/demo', 'Where every stage writes its results.')
 _ARG = flags.DEFINE_string('arg', 'demo', "Config argument for every stage ('demo' or 'tiny').")
@@ -165,9 +165,10 @@ def print_results(workdir: str, s: dict[str, dict[str, Any]]) -> None:
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    # Orbax/clu INFO lines drown the progress lines; --verbosity=0 brings them back.
-    logging.set_verbosity(logging.WARNING)
+  # Orbax/clu INFO lines and known harmless warnings drown the progress lines; --verbosity=0
+  # brings them back (kd_jax.quiet).
+  from kd_jax import quiet  # pylint: disable=import-outside-toplevel
+  quiet.install(verbose=flags.FLAGS['verbosity'].present)
   from kd_jax import errors  # pylint: disable=import-outside-toplevel
   t0 = time.time()
   try:
