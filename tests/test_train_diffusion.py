@@ -4,6 +4,7 @@ progressive chain) from it; the teacher never changes; bitwise resume; bad confi
 import glob
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -52,21 +53,41 @@ def _distil(cfg, tiny_data_dir, teacher, classifier, workdir, **fields):
   return config, diffusion.train_and_evaluate(config, workdir)
 
 
+@pytest.fixture(scope='module')
+def dmd_run(edm_teacher, teacher_workdir, tiny_data_dir, tmp_path_factory):
+  """One straight tiny DMD run: checked like the other modes and the reference of its resume."""
+  before = _flat(ckpt_lib.load_export_numpy(edm_teacher))
+
+  def build(root):
+    diffusion.train_and_evaluate(tiny_config('fashion_mnist/edm_dmd.py', tiny_data_dir,
+                                             **_dmd_fields(edm_teacher, teacher_workdir)),
+                                 str(root / 'run'))
+  return os.path.join(shared_dir(tmp_path_factory, 'edm_dmd', build), 'run'), before
+
+
+def _dmd_fields(edm_teacher, teacher_workdir):
+  return {'teacher.checkpoint': edm_teacher, 'eval.classifier_checkpoint': teacher_workdir}
+
+
 @pytest.mark.parametrize('cfg', ['edm_compress.py', 'edm_consistency.py',
                                  'edm_consistency.py:lpips', 'edm_dmd.py'])
-def test_distillation_modes(edm_teacher, teacher_workdir, tiny_data_dir, tmp_path, cfg):
+def test_distillation_modes(edm_teacher, teacher_workdir, tiny_data_dir, tmp_path, cfg, request):
   before = _flat(ckpt_lib.load_export_numpy(edm_teacher))
   path, _, variant = cfg.partition(':')
   config = tiny_config(f'fashion_mnist/{path}', tiny_data_dir, **{
       'teacher.checkpoint': edm_teacher, 'eval.classifier_checkpoint': teacher_workdir})
-  if variant:
+  if path == 'edm_dmd.py':
+    workdir, before = request.getfixturevalue('dmd_run')
+    tmp_path = pathlib.Path(workdir)
+  elif variant:
     config = load_config(f'fashion_mnist/{path}', f'{variant},tiny')
     config.data.data_dir = tiny_data_dir
     config.teacher.checkpoint = edm_teacher
     config.eval.classifier_checkpoint = teacher_workdir
     config.frozen_net.checkpoint = teacher_workdir
-  summary = diffusion.train_and_evaluate(config, str(tmp_path))
-  assert summary['step'] == 4
+  if path != 'edm_dmd.py':
+    summary = diffusion.train_and_evaluate(config, str(tmp_path))
+    assert summary['step'] == 4
   # The teacher's export is bitwise unchanged.
   after = _flat(ckpt_lib.load_export_numpy(edm_teacher))
   for k in before:
@@ -117,16 +138,13 @@ class _Preempted(Exception):
   pass
 
 
-def test_dmd_resume_is_bitwise(edm_teacher, teacher_workdir, tiny_data_dir, tmp_path, capsys,
-                               monkeypatch):
+def test_dmd_resume_is_bitwise(dmd_run, edm_teacher, teacher_workdir, tiny_data_dir, tmp_path,
+                               capsys, monkeypatch):
   """Student, EMA and DMD's fake denoiser with its optimizer state all come back from the
   checkpoint: the resumed run's last steps read the fake denoiser, so a wrong one would change
   the result."""
-  kw = {'teacher.checkpoint': edm_teacher, 'eval.classifier_checkpoint': '',
-        'eval.num_pairs': 16}
-  straight = str(tmp_path / 'straight')
-  diffusion.train_and_evaluate(tiny_config('fashion_mnist/edm_dmd.py', tiny_data_dir, **kw),
-                               straight)
+  kw = _dmd_fields(edm_teacher, teacher_workdir)
+  straight = dmd_run[0]
   real_iterator = data.train_iterator
 
   def preempting_iterator(*args, **kwargs):
