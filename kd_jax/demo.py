@@ -5,9 +5,11 @@ its manifest trained them), so the demo's minutes go to distillation and to the 
 distilled student needs, the same student trained from scratch for the same steps:
   1. KD student (small CNN) from the shipped ResNet-20 classifier, and the same CNN from labels;
   2. small generator distilled from the shipped DCGAN teacher's G_ema on the same latents, and the
-     same generator trained as a GAN from data.
+     same generator trained as a GAN from data;
+  3. one-step consistency distillation of the shipped EDM diffusion teacher (Heun, 35 network
+     evaluations per image), compared with the teacher itself at 1 and 2 steps.
 The classifier is also the feature extractor of FID/KID/precision/recall and the LPIPS network.
-`--retrain_teachers` trains both teachers first instead (their `:demo` configs, ~5 min more).
+`--retrain_teachers` trains the teachers first instead (their `:demo` configs, ~15 min more).
 Then it prints a results table and where the image grids, TensorBoard events and summaries are.
 
   python -m kd_jax.demo --workdir workdirs/demo [--retrain_teachers]
@@ -36,6 +38,8 @@ TEACHERS: list[tuple[str, str, dict[str, Any], str]] = [
     ('classifier_teacher', 'configs/fashion_mnist/teacher.py', {}, 'fashion_mnist/classifier'),
     ('gan_teacher', 'configs/fashion_mnist/gan_teacher.py',
      {'eval.classifier_checkpoint': '{classifier_teacher}'}, 'fashion_mnist/dcgan'),
+    ('diffusion_teacher', 'configs/fashion_mnist/edm_teacher.py',
+     {'eval.classifier_checkpoint': '{classifier_teacher}'}, 'fashion_mnist/edm'),
 ]
 # (stage, config file, {config field: value, '{stage}' = that stage's run or shipped teacher}).
 # A `scratch_*` stage runs as many steps as the distilled stage it is compared with.
@@ -49,6 +53,9 @@ STAGES: list[tuple[str, str, dict[str, Any]]] = [
       'frozen_net.checkpoint': '{classifier_teacher}'}),
     ('scratch_generator', 'configs/fashion_mnist/gan_scratch_student.py',
      {'eval.classifier_checkpoint': '{classifier_teacher}'}),
+    ('distilled_diffusion', 'configs/fashion_mnist/edm_consistency.py',
+     {'teacher.checkpoint': '{diffusion_teacher}', 'teacher.model': {},
+      'eval.classifier_checkpoint': '{classifier_teacher}'}),
 ]
 COMPARED = {'scratch_student': 'kd_student', 'scratch_generator': 'distilled_generator'}
 
@@ -138,6 +145,25 @@ def results(s: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
        'params': sg['generator']['params'], 'fid': _get(sg, 'quality', 'fid'),
        'kid': _get(sg, 'quality', 'kid')},
   ]
+  cd = s.get('distilled_diffusion')
+  if cd:
+    ref = _get(cd, 'teacher', 'reference') or {}
+    rows.append({'model': f"diffusion teacher (EDM U-Net, {ref.get('sampler')} "
+                          f"{ref.get('steps')} = {ref.get('nfe')} NFE)",
+                 'steps': _get(s, 'diffusion_teacher', 'step'), 'params': ref.get('params'),
+                 'fid': _get(s, 'diffusion_teacher', 'student', 'quality', str(ref.get('steps')),
+                             'fid'),
+                 'kid': _get(s, 'diffusion_teacher', 'student', 'quality', str(ref.get('steps')),
+                             'kid')})
+    for n in (1, 2):
+      q = _get(cd, 'teacher', 'quality', f'euler_{n}') or {}
+      rows.append({'model': f'diffusion teacher, Euler {n} step{"s" if n > 1 else ""}',
+                   'params': ref.get('params'), 'fid': q.get('fid'), 'kid': q.get('kid')})
+    for n, q in sorted((_get(cd, 'student', 'quality') or {}).items()):
+      rows.append({'model': f'consistency-distilled, {n} step{"s" if int(n) > 1 else ""}',
+                   'steps': cd['step'], 'params': ref.get('params'), 'fid': q.get('fid'),
+                   'kid': q.get('kid'),
+                   'psnr_vs_teacher': _get(cd, 'student', 'vs_teacher', n, 'psnr')})
   return rows
 
 

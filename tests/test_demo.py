@@ -19,9 +19,14 @@ def test_demo_distils_from_the_shipped_teachers_and_compares_with_scratch(tiny_d
   # Each scratch baseline ran exactly as many steps as the student it is compared with.
   assert summaries['scratch_student']['step'] == summaries['kd_student']['step']
   assert summaries['scratch_generator']['step'] == d['step']
+  # The diffusion stage distils the shipped EDM teacher and scores it at the student's step counts.
+  cd = summaries['distilled_diffusion']
+  assert cd['teacher']['checkpoint'] == 'pretrained:fashion_mnist/edm'
+  assert {'euler_1', 'euler_2'} <= set(cd['teacher']['quality'])
   demo.print_results(workdir, summaries)
   out = capsys.readouterr().out
   assert '| distilled generator |' in out and '| scratch generator' in out
+  assert '| consistency-distilled, 1 step |' in out and '| diffusion teacher, Euler 1 step |' in out
   with open(os.path.join(workdir, 'results.json')) as f:
     rows = {r['model']: r for r in json.load(f)}
   assert rows['KD student (small CNN)']['agreement'] is not None
