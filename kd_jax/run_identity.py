@@ -26,6 +26,15 @@ RESUMABLE = frozenset({'total_steps', 'log_every', 'eval_every', 'checkpoint_eve
                        'mesh.model', 'teacher_cache.dir'})
 
 
+# Fields added after runs were recorded, with the value that keeps those runs' behaviour: a record
+# without the field matches a config holding that value (so a new kd_jax resumes and packs old runs).
+ADDED_DEFAULTS = {
+    'compute_dtype': 'float32', 'data.test_split': '', 'teacher_cache.mode': 'off',
+    'teacher_cache.copies': 4, 'teacher_cache.seed': 0, 'dmd.fake_updates': 5,
+    'dmd.fake_learning_rate': 0.0, 'dmd.min_position': 0.02, 'dmd.max_position': 0.98,
+}
+
+
 def of_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The defining fields as flat, JSON-plain `{'dotted.field': value}` (tuples become lists)."""
   flat = config_utils.flatten(config)
@@ -40,6 +49,8 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
     if key in RESUMABLE:
       continue
     a, b = saved.get(key, _UNSET), current.get(key, _UNSET)
+    if key in ADDED_DEFAULTS and _UNSET in (a, b) and ADDED_DEFAULTS[key] in (a, b):
+      continue  # a record from before the field existed, and the field at its old behaviour
     if a != b:
       out.append(f'config.{key}: {_short(a)} in the run, {_short(b)} now')
   return out

@@ -46,8 +46,10 @@ OFFERS = ('student_logits', 'teacher_logits', 'labels', 'student_features', 'tea
 def default_config() -> ml_collections.ConfigDict:
   """Every field a classification config may set (configs start from this)."""
   c = loop.default_config(trainer='classification')
+  # test_split: evaluated once, after training ('test/...'), while eval_split (e.g. a validation
+  # split carved from train) is what periodic evaluations and every tuning choice read.
   c.data = common.data_config(eval_batch_size=1000, augment=True, crop_padding=2, flip=True,
-                              mixup_alpha=0.0)
+                              mixup_alpha=0.0, test_split='')
   c.model = {'name': 'small_cnn', 'num_classes': 10}
   c.teacher = common.teacher_config()
   c.teachers = []
@@ -259,6 +261,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       classification_eval.finalize, step=int(config.total_steps), student=student,
       model_config=config_utils.to_dict(config.model), teachers=teachers,
       checkpoints=common.checkpoints_of(config), example=example)
+  if config.data.test_split:
+    with config_utils.field_context('config.data.test_split'):
+      test_source = data.get_source(config.data.name, config.data.test_split,
+                                    data_dir=config.data.data_dir or None,
+                                    cache_in_memory=config.data.cache_in_memory)
+    tester = classification_eval.Evaluator(student, tuple(t.module for t in teachers),
+                                           teacher_tree, test_source,
+                                           int(config.data.eval_batch_size), run.mesh)
+    finalize = functools.partial(_finalize_with_test, finalize, tester, int(config.total_steps),
+                                 config.data.test_split)
   task = loop.Task(
       init=init, step=steps, teacher=step_teacher,
       train_batches=common.train_batches(config, run.train_source, keys_read),
@@ -267,6 +279,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       meta={'trainer': 'classification', 'dataset': config.data.name,
             'exported': {'model': config_utils.to_dict(config.model)}})
   return loop.run(task, loop.Settings.from_config(config), workdir, run.mesh)
+
+
+def _finalize_with_test(finalize: Any, tester: Any, step: int, split: str, state: TrainState,
+                        writer: Any) -> dict[str, Any]:
+  """The usual final cost entries plus the one test-split evaluation ('test/...')."""
+  out = finalize(state, writer)
+  scores = {k.replace('eval/', 'test/', 1): v for k, v in tester.evaluate(state, step, None).items()}
+  writer.write_scalars(step, scores)
+  return {**out, 'test': {'split': split, **scores}}
 
 
 def _teacher_cache(config: ml_collections.ConfigDict, spec: Spec, teacher_tree: PyTree,
