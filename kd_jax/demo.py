@@ -203,6 +203,11 @@ def main(argv):
     print(f'kd_jax: error: {e}', file=sys.stderr)
     sys.exit(2)
   print_results(_WORKDIR.value, summaries)
+  from kd_jax.report import page  # pylint: disable=import-outside-toplevel
+  runs = [os.path.join(_WORKDIR.value, name) for name, _, _ in STAGES]
+  report = page.write([r for r in runs if os.path.exists(os.path.join(r, 'summary.json'))],
+                      os.path.join(_WORKDIR.value, 'report.html'), 'kd_jax Fashion-MNIST demo')
+  print(f'report: {report} (one HTML page: curves, grids, size–quality–speed, Pareto)')
   print(f'[demo] total {time.time() - t0:.0f}s')
 
 
