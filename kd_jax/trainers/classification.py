@@ -241,7 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step_teacher = teacher_tree
   if spec.cache_mode == 'cached':
     step_teacher = {'cache': parallel.replicate(
-        _teacher_cache(config, spec, teacher_tree, run.train_source), run.mesh)}
+        _teacher_cache(config, spec, spec.distiller.teacher_tree(teachers), teacher_tree,
+                       run.train_source), run.mesh)}
   # Trace every stage's step abstractly now (nothing runs): a loss that rejects its inputs' shapes
   # fails here with its message, before the workdir gets checkpoints or event files.
   batch = classification_eval.abstract_batch(config.data.batch_size, run.train_source)
@@ -290,12 +291,16 @@ def _finalize_with_test(finalize: Any, tester: Any, step: int, split: str, state
   return {**out, 'test': {'split': split, **scores}}
 
 
-def _teacher_cache(config: ml_collections.ConfigDict, spec: Spec, teacher_tree: PyTree,
-                   source: Any) -> Any:
-  """The [N, copies, C] teacher logits of the train split: read when present, else built now."""
+def _teacher_cache(config: ml_collections.ConfigDict, spec: Spec, host_tree: PyTree,
+                   teacher_tree: PyTree, source: Any) -> Any:
+  """The [N, copies, C] teacher logits of the train split: read when present, else built now.
+
+  `host_tree` (the restored variables, unplaced) names the teacher; `teacher_tree` (placed on the
+  mesh) computes it.
+  """
   d, tc = config.data, config.teacher_cache
   key = cache_lib.describe(
-      teacher_fingerprint=cache_lib.fingerprint(parallel.fetch(teacher_tree)), dataset=d.name,
+      teacher_fingerprint=cache_lib.fingerprint(host_tree), dataset=d.name,
       split=d.train_split, num_examples=len(source), copies=spec.cache_copies,
       pad=spec.crop_padding, flip=spec.flip, augment_enabled=spec.augment, seed=spec.cache_seed)
   directory = tc.dir or os.path.join(data.sources.dataset_dir(d.name, d.data_dir or None),
