@@ -1,0 +1,158 @@
+"""kd_jax against PyTorch on the same networks and steps (issue 13): classifier KD and scratch.
+
+For each workload: kd_jax builds and initialises its networks, saves the weights, a fixed batch and
+its eval-mode logits to an .npz; `torch_side.py` (run by `--torch_python`, a Python with torch;
+kd_jax never imports it) rebuilds the same networks in PyTorch, loads those weights, checks the
+parameter counts and logits against kd_jax's, and times the same step (SGD momentum 0.9, lr 0.01;
+KD: 0.5·CE + 0.5·T²·KL with T = 2, teacher frozen). kd_jax's step is its own
+`classification.train_step`, jitted with the state donated. Runs alternate kd_jax / eager /
+compile, `--reps` times; medians are printed with the ratios. Both sides use `--threads` threads.
+
+  .venv/bin/python benchmarks/bench_vs_pytorch.py --torch_python /path/to/torch-venv/bin/python \
+      [--reps 3] [--steps 30] [--threads 2] [--no_compile]
+
+Not yet here: the generator-distillation, GAN-teacher and diffusion workloads of issue 13.
+"""
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+WORKLOADS = {'classifier_kd': dict(width_teacher=16, width_student=16, batch=128),
+             'classifier_scratch': dict(width_teacher=0, width_student=16, batch=128)}
+
+
+def _flat(prefix, variables):
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables['params'])[0]:
+    out[prefix + '/' + '/'.join(str(p.key) for p in path)] = np.asarray(leaf)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get('batch_stats', {}))[0]:
+    out[prefix + '/stats/' + '/'.join(str(p.key) for p in path)] = np.asarray(leaf)
+  return out
+
+
+def kd_jax_side(name, cfg, npz, steps):
+  """Saves the weights/batch/logits for the torch side; returns kd_jax's step/s."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
+  from kd_jax.data import augment  # pylint: disable=import-outside-toplevel
+  from kd_jax.distill import core  # pylint: disable=import-outside-toplevel
+  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
+  from kd_jax.trainers import classification  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (cfg['batch'], 28, 28, 1)).astype(np.uint8)
+  labels = rng.integers(0, 10, cfg['batch']).astype(np.int32)
+  x0 = jnp.zeros((1, 28, 28, 1))
+  student = models.get('small_cnn', num_classes=10, width=cfg['width_student'])
+  teachers, terms = [], [('ce', 1.0, {})]
+  arrays = {'width_student': cfg['width_student'], 'width_teacher': cfg['width_teacher'],
+            'images': augment.normalize(images), 'labels': labels}
+  if cfg['width_teacher']:
+    t_mod = models.get('resnet20', num_classes=10, width=cfg['width_teacher'])
+    t_vars = t_mod.init(jax.random.key(1), x0, train=False)
+    teachers = [core.Frozen(t_mod, t_vars)]
+    terms = [('kd', 0.5, {'temperature': 2.0}), ('ce', 0.5, {})]
+    arrays.update(_flat('teacher', t_vars))
+    arrays['teacher_logits'] = np.asarray(t_mod.apply(t_vars, jnp.asarray(arrays['images']),
+                                                      train=False))
+  composite = losses.compose(terms)
+  d = core.build(student, teachers, composite.required_keys, output='logits', example=x0)
+  spec = classification.Spec(d, (composite,), augment=False)
+  params, model_state = d.init(jax.random.key(0), x0)
+  s_vars = {'params': params['student'], **model_state['student']}
+  arrays.update(_flat('student', s_vars))
+  arrays['student_logits'] = np.asarray(student.apply(s_vars, jnp.asarray(arrays['images']),
+                                                      train=False))
+  from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
+  arrays['kd_jax_student_params'] = cost.param_count(params['student'])
+  if teachers:
+    arrays['kd_jax_teacher_params'] = cost.param_count(teachers[0].variables['params'])
+  np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
+  state = TrainState.create(params=params, model_state=model_state,
+                            tx=optax.sgd(0.01, momentum=0.9))
+  tree = d.teacher_tree(teachers)
+  batch = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
+  step = jax.jit(functools.partial(classification.train_step, spec=spec), donate_argnums=(0,))
+  key = jax.random.key(0)
+  for _ in range(3):
+    state, m = step(state, tree, batch, key)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, tree, batch, key)
+  jax.block_until_ready((state, m))
+  return steps / (time.perf_counter() - t0)
+
+
+def _check_equal(name, res, npz):
+  """The PyTorch networks are kd_jax's: same parameter counts, logits equal to 1e-4."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  a = np.load(npz)
+  for who in ('student', 'teacher'):
+    if f'{who}_params' not in res:
+      continue
+    if res[f'{who}_params'] != int(a[f'kd_jax_{who}_params']):
+      raise SystemExit(f'{name}: {who} has {res[who + "_params"]} params in PyTorch but '
+                       f'{int(a["kd_jax_" + who + "_params"])} in kd_jax')
+    scale = float(np.abs(a[f'{who}_logits']).max())
+    if res[f'{who}_max_abs_diff'] > 1e-4 * max(scale, 1.0):
+      raise SystemExit(f'{name}: {who} logits differ by {res[who + "_max_abs_diff"]:.2e}')
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--torch_python', required=True)
+  p.add_argument('--reps', type=int, default=3)
+  p.add_argument('--steps', type=int, default=30)
+  p.add_argument('--threads', type=int, default=2)
+  p.add_argument('--no_compile', action='store_true')
+  p.add_argument('--only', default='')
+  args = p.parse_args()
+  rows = []
+  for name, cfg in WORKLOADS.items():
+    if args.only and args.only not in name:
+      continue
+    rates = {'kd_jax': [], 'eager': [], 'compile': []}
+    check = None
+    with tempfile.TemporaryDirectory() as tmp:
+      npz = os.path.join(tmp, 'w.npz')
+      for _ in range(args.reps):
+        rates['kd_jax'].append(kd_jax_side(name, cfg, npz, args.steps))
+        for mode in ('eager',) + (() if args.no_compile else ('compile',)):
+          cmd = [args.torch_python, os.path.join(HERE, 'torch_side.py'), '--npz', npz,
+                 '--workload', name, '--steps', str(args.steps), '--threads', str(args.threads)]
+          out = subprocess.run(cmd + (['--compile'] if mode == 'compile' else []),
+                               capture_output=True, text=True, check=True)
+          res = json.loads(out.stdout.strip().splitlines()[-1])
+          _check_equal(name, res, npz)
+          rates[mode].append(res['steps_per_sec'])
+          check = res
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
+    rows.append((name, med, check))
+    print(f'{name}: check {check}', flush=True)
+  print('| workload | kd_jax step/s | PyTorch eager | torch.compile | kd_jax / eager | kd_jax / compile |')
+  print('|---|---|---|---|---|---|')
+  for name, med, _ in rows:
+    comp = med.get('compile')
+    print(f"| {name} | {med['kd_jax']:.2f} | {med['eager']:.2f} | "
+          f"{comp:.2f} | " if comp else f"| {name} | {med['kd_jax']:.2f} | {med['eager']:.2f} | — | ",
+          end='')
+    print(f"{med['kd_jax'] / med['eager']:.2f}× | " +
+          (f"{med['kd_jax'] / comp:.2f}× |" if comp else '— |'))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,166 @@
+"""The PyTorch half of `bench_vs_pytorch.py` (run by a Python that has torch; kd_jax never imports
+torch). Rebuilds kd_jax's networks in PyTorch, loads kd_jax's initial weights from an .npz, checks
+parameter counts and outputs against kd_jax's, then times the same train step (eager and
+torch.compile). Prints one JSON line.
+
+  python benchmarks/torch_side.py --npz /tmp/x.npz --workload classifier_kd --steps 30 --threads 2
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def same_pad(x, k, s):
+  """TensorFlow/XLA 'SAME' padding (the extra pixel at the end), as kd_jax's convs use."""
+  h = x.shape[-1]
+  out = -(-h // s)
+  total = max((out - 1) * s + k - h, 0)
+  lo = total // 2
+  return F.pad(x, (lo, total - lo, lo, total - lo))
+
+
+class ConvBN(nn.Module):
+  def __init__(self, cin, cout, k, s, act=True):
+    super().__init__()
+    self.k, self.s, self.act = k, s, act
+    self.conv = nn.Conv2d(cin, cout, k, s, 0, bias=False)
+    self.bn = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
+
+  def forward(self, x):
+    x = self.bn(self.conv(same_pad(x, self.k, self.s)))
+    return F.relu(x) if self.act else x
+
+
+class Block(nn.Module):
+  def __init__(self, cin, cout, s):
+    super().__init__()
+    self.conv1, self.conv2 = ConvBN(cin, cout, 3, s), ConvBN(cout, cout, 3, 1, act=False)
+    self.shortcut = ConvBN(cin, cout, 1, s, act=False) if (s != 1 or cin != cout) else None
+
+  def forward(self, x):
+    y = self.conv2(self.conv1(x))
+    return F.relu((self.shortcut(x) if self.shortcut is not None else x) + y)
+
+
+class ResNet20(nn.Module):
+  def __init__(self, width, classes=10, n=3):
+    super().__init__()
+    self.stem = ConvBN(1, width, 3, 1)
+    blocks, cin = [], width
+    for i, mult in enumerate((1, 2, 4)):
+      for j in range(n):
+        blocks.append((f'stage{i + 1}/block{j}', Block(cin, width * mult, 1 if i == 0 or j else 2)))
+        cin = width * mult
+    self.names = [n for n, _ in blocks]
+    self.blocks = nn.ModuleList([b for _, b in blocks])
+    self.head = nn.Linear(cin, classes)
+
+  def forward(self, x):
+    x = self.stem(x)
+    for b in self.blocks:
+      x = b(x)
+    return self.head(x.mean((2, 3)))
+
+
+class SmallCNN(nn.Module):
+  def __init__(self, width, classes=10):
+    super().__init__()
+    self.stages = nn.ModuleList([ConvBN(1 if i == 0 else width * (1, 2, 4)[i - 1],
+                                        width * m, 3, 1 if i == 0 else 2)
+                                 for i, m in enumerate((1, 2, 4))])
+    self.head = nn.Linear(width * 4, classes)
+
+  def forward(self, x):
+    for s in self.stages:
+      x = s(x)
+    return self.head(x.mean((2, 3)))
+
+
+def load(module, arrays, prefix):
+  """kd_jax names (`<prefix>/<flax path>`) → this module's tensors."""
+  def convbn(m, path):
+    m.conv.weight.data = torch.from_numpy(arrays[f'{prefix}/{path}/conv/kernel'].transpose(3, 2, 0, 1).copy())
+    m.bn.weight.data = torch.from_numpy(arrays[f'{prefix}/{path}/bn/scale'])
+    m.bn.bias.data = torch.from_numpy(arrays[f'{prefix}/{path}/bn/bias'])
+    m.bn.running_mean.data = torch.from_numpy(arrays[f'{prefix}/stats/{path}/bn/mean'])
+    m.bn.running_var.data = torch.from_numpy(arrays[f'{prefix}/stats/{path}/bn/var'])
+  if isinstance(module, ResNet20):
+    convbn(module.stem, 'stem')
+    for name, b in zip(module.names, module.blocks):
+      convbn(b.conv1, f'{name}/conv1')
+      convbn(b.conv2, f'{name}/conv2')
+      if b.shortcut is not None:
+        convbn(b.shortcut, f'{name}/shortcut')
+  else:
+    for i, s in enumerate(module.stages):
+      convbn(s, f'stage{i + 1}/conv0')
+  module.head.weight.data = torch.from_numpy(arrays[f'{prefix}/head/kernel'].T.copy())
+  module.head.bias.data = torch.from_numpy(arrays[f'{prefix}/head/bias'])
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--npz', required=True)
+  p.add_argument('--workload', required=True)
+  p.add_argument('--steps', type=int, default=30)
+  p.add_argument('--threads', type=int, default=2)
+  p.add_argument('--compile', action='store_true')
+  args = p.parse_args()
+  torch.set_num_threads(args.threads)
+  a = dict(np.load(args.npz))
+  width_s, width_t = int(a['width_student']), int(a['width_teacher'])
+  student = SmallCNN(width_s)
+  load(student, a, 'student')
+  teacher = None
+  if args.workload == 'classifier_kd':
+    teacher = ResNet20(width_t)
+    load(teacher, a, 'teacher')
+    teacher.eval()
+    for q in teacher.parameters():
+      q.requires_grad_(False)
+  x = torch.from_numpy(a['images'].transpose(0, 3, 1, 2).copy())
+  y = torch.from_numpy(a['labels'].astype(np.int64))
+  check = {}
+  with torch.no_grad():
+    student.eval()
+    check['student_max_abs_diff'] = float((student(x) - torch.from_numpy(a['student_logits'])).abs().max())
+    if teacher is not None:
+      check['teacher_max_abs_diff'] = float((teacher(x) - torch.from_numpy(a['teacher_logits'])).abs().max())
+  check['student_params'] = sum(q.numel() for q in student.parameters())
+  if teacher is not None:
+    check['teacher_params'] = sum(q.numel() for q in teacher.parameters())
+  student.train()
+  opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+  t_temp = 2.0
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    s = student(x)
+    loss = F.cross_entropy(s, y)
+    if teacher is not None:
+      with torch.no_grad():
+        t = teacher(x)
+      kd = F.kl_div(F.log_softmax(s / t_temp, -1), F.log_softmax(t / t_temp, -1), log_target=True,
+                    reduction='batchmean') * t_temp ** 2
+      loss = 0.5 * loss + 0.5 * kd
+    loss.backward()
+    opt.step()
+    return loss
+
+  run = torch.compile(step) if args.compile else step
+  for _ in range(3):
+    run()
+  t0 = time.perf_counter()
+  for _ in range(args.steps):
+    run()
+  rate = args.steps / (time.perf_counter() - t0)
+  print(json.dumps({'steps_per_sec': rate, **check}))
+
+
+if __name__ == '__main__':
+  main()
