@@ -114,13 +114,18 @@ def _check_equal(name, res, npz):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument('--torch_python', required=True)
+  p.add_argument('--torch_python', default=os.environ.get('KD_JAX_TORCH_PYTHON', ''),
+                 help='a Python with torch installed (default: $KD_JAX_TORCH_PYTHON)')
   p.add_argument('--reps', type=int, default=3)
   p.add_argument('--steps', type=int, default=30)
   p.add_argument('--threads', type=int, default=2)
   p.add_argument('--no_compile', action='store_true')
   p.add_argument('--only', default='')
   args = p.parse_args()
+  if not args.torch_python:
+    print('bench_vs_pytorch: skipped (pass --torch_python or set KD_JAX_TORCH_PYTHON to a Python '
+          'with torch; kd_jax itself never needs it)')
+    return
   rows = []
   for name, cfg in WORKLOADS.items():
     if args.only and args.only not in name:
