@@ -1,4 +1,5 @@
-"""kd_jax against PyTorch on the same networks and steps (issue 13): classifier KD and scratch.
+"""kd_jax against PyTorch on the same networks and steps (issue 13): classifier KD, classifier
+from scratch, data-free L1 generator distillation.
 
 For each workload: kd_jax builds and initialises its networks, saves the weights, a fixed batch and
 its eval-mode logits to an .npz; `torch_side.py` (run by `--torch_python`, a Python with torch;
@@ -11,7 +12,7 @@ compile, `--reps` times; medians are printed with the ratios. Both sides use `--
   .venv/bin/python benchmarks/bench_vs_pytorch.py --torch_python /path/to/torch-venv/bin/python \
       [--reps 3] [--steps 30] [--threads 2] [--no_compile]
 
-Not yet here: the generator-distillation, GAN-teacher and diffusion workloads of issue 13.
+Not yet here: the GAN-teacher (G+D with R1) and diffusion workloads of issue 13.
 """
 import argparse
 import functools
@@ -27,7 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 WORKLOADS = {'classifier_kd': dict(width_teacher=16, width_student=16, batch=128),
-             'classifier_scratch': dict(width_teacher=0, width_student=16, batch=128)}
+             'classifier_scratch': dict(width_teacher=0, width_student=16, batch=128),
+             'generator_l1': dict(width_teacher=32, width_student=4, batch=64)}
 
 
 def _flat(prefix, variables):
@@ -41,8 +43,60 @@ def _flat(prefix, variables):
   return out
 
 
+def generator_side(cfg, npz, steps):
+  """Data-free L1 distillation DCGAN w32 → w4 (latent 64, 28 px): kd_jax's generator_distill step."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
+  from kd_jax.distill import core  # pylint: disable=import-outside-toplevel
+  from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
+  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
+  from kd_jax.trainers import generator_distill  # pylint: disable=import-outside-toplevel
+  gen = lambda w: models.get('dcgan_generator', latent_dim=64, width=w, resolution=28, channels=1)
+  z0 = jnp.zeros((1, 64))
+  t_mod = gen(cfg['width_teacher'])
+  t_vars = t_mod.init(jax.random.key(1), z0, None, train=False)
+  teacher = core.Frozen(t_mod, t_vars)
+  composite = losses.compose([('l1', 1.0, {})])
+  d = core.build(gen(cfg['width_student']), [teacher], composite.required_keys, output='images',
+                 example=z0, call_kwargs={'labels': None})
+  spec = generator_distill.Spec(d, composite, latent_dim=64)
+  params, model_state = d.init(jax.random.key(0), z0, labels=None)
+  s_vars = {'params': params['student'], **model_state['student']}
+  z = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+  arrays = {'width_student': cfg['width_student'], 'width_teacher': cfg['width_teacher'],
+            'batch': cfg['batch'], 'z': z,
+            'student_logits': np.asarray(d.student.apply(s_vars, z, None, train=False)),
+            'teacher_logits': np.asarray(t_mod.apply(t_vars, z, None, train=False)),
+            'kd_jax_student_params': cost.param_count(params['student']),
+            'kd_jax_teacher_params': cost.param_count(t_vars['params'])}
+  arrays.update(_flat('teacher', t_vars))
+  arrays.update(_flat('student', s_vars))
+  np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
+  state = generator_distill.DistillState(
+      TrainState.create(params=params, model_state=model_state, tx=optax.sgd(0.01, momentum=0.9)),
+      None)
+  tree = d.teacher_tree([teacher])
+  batch = {'image': jnp.zeros((cfg['batch'], 28, 28, 1), jnp.uint8),
+           'label': jnp.zeros((cfg['batch'],), jnp.int32)}
+  step = jax.jit(functools.partial(generator_distill.train_step, spec=spec), donate_argnums=(0,))
+  key = jax.random.key(0)
+  for _ in range(3):
+    state, m = step(state, tree, batch, key)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, tree, batch, key)
+  jax.block_until_ready((state, m))
+  return steps / (time.perf_counter() - t0)
+
+
 def kd_jax_side(name, cfg, npz, steps):
   """Saves the weights/batch/logits for the torch side; returns kd_jax's step/s."""
+  if name == 'generator_l1':
+    return generator_side(cfg, npz, steps)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel

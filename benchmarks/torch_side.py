@@ -81,6 +81,75 @@ class SmallCNN(nn.Module):
     return self.head(x.mean((2, 3)))
 
 
+class DCGANGenerator(nn.Module):
+  """kd_jax's dcgan_generator at 28 px: dense → 7×7 map, two (nearest ×2, 3×3 conv, BN, ReLU)
+  blocks, 3×3 to_rgb, tanh."""
+
+  def __init__(self, width, latent_dim=64, channels=1):
+    super().__init__()
+    self.start, self.c0 = 7, width * 4
+    self.dense = nn.Linear(latent_dim, 7 * 7 * self.c0, bias=False)
+    self.bn0 = nn.BatchNorm2d(self.c0, eps=1e-5, momentum=0.1)
+    self.convs = nn.ModuleList([nn.Conv2d(width * 4, width * 2, 3, 1, 1, bias=False),
+                                nn.Conv2d(width * 2, width, 3, 1, 1, bias=False)])
+    self.bns = nn.ModuleList([nn.BatchNorm2d(width * 2, eps=1e-5, momentum=0.1),
+                              nn.BatchNorm2d(width, eps=1e-5, momentum=0.1)])
+    self.to_rgb = nn.Conv2d(width, channels, 3, 1, 1)
+
+  def forward(self, z):
+    # kd_jax reshapes the dense output as NHWC.
+    x = self.dense(z).view(z.shape[0], self.start, self.start, self.c0).permute(0, 3, 1, 2)
+    x = F.relu(self.bn0(x))
+    for conv, bn in zip(self.convs, self.bns):
+      x = F.relu(bn(conv(F.interpolate(x, scale_factor=2, mode='nearest'))))
+    return torch.tanh(self.to_rgb(x))
+
+
+def load_generator(m, a, prefix):
+  t = lambda k: torch.from_numpy(np.ascontiguousarray(a[f'{prefix}/{k}']))
+  m.dense.weight.data = t('project/dense/kernel').T.contiguous()
+  m.bn0.weight.data, m.bn0.bias.data = t('project/bn/scale'), t('project/bn/bias')
+  m.bn0.running_mean.data, m.bn0.running_var.data = t('stats/project/bn/mean'), t('stats/project/bn/var')
+  for i, (conv, bn) in enumerate(zip(m.convs, m.bns)):
+    conv.weight.data = t(f'block{i}/conv/kernel').permute(3, 2, 0, 1).contiguous()
+    bn.weight.data, bn.bias.data = t(f'block{i}/bn/scale'), t(f'block{i}/bn/bias')
+    bn.running_mean.data, bn.running_var.data = t(f'stats/block{i}/bn/mean'), t(f'stats/block{i}/bn/var')
+  m.to_rgb.weight.data = t('to_rgb/kernel').permute(3, 2, 0, 1).contiguous()
+  m.to_rgb.bias.data = t('to_rgb/bias')
+
+
+def generator_main(args, a):
+  """Data-free L1 generator distillation: both G on the same fresh z, teacher frozen."""
+  teacher, student = DCGANGenerator(int(a['width_teacher'])), DCGANGenerator(int(a['width_student']))
+  load_generator(teacher, a, 'teacher')
+  load_generator(student, a, 'student')
+  z = torch.from_numpy(a['z'])
+  check = {}
+  with torch.no_grad():
+    teacher.eval()
+    student.eval()
+    for who, m in (('student', student), ('teacher', teacher)):
+      img = m(z).permute(0, 2, 3, 1)
+      check[f'{who}_max_abs_diff'] = float((img - torch.from_numpy(a[f'{who}_logits'])).abs().max())
+      check[f'{who}_params'] = sum(q.numel() for q in m.parameters())
+  for q in teacher.parameters():
+    q.requires_grad_(False)
+  student.train()
+  opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+  batch, zdim = int(a['batch']), z.shape[1]
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    zz = torch.randn(batch, zdim)
+    with torch.no_grad():
+      t = teacher(zz)
+    loss = (student(zz) - t).abs().mean()
+    loss.backward()
+    opt.step()
+    return loss
+  return step, check
+
+
 def load(module, arrays, prefix):
   """kd_jax names (`<prefix>/<flax path>`) → this module's tensors."""
   def convbn(m, path):
@@ -113,6 +182,16 @@ def main():
   args = p.parse_args()
   torch.set_num_threads(args.threads)
   a = dict(np.load(args.npz))
+  if args.workload == 'generator_l1':
+    step, check = generator_main(args, a)
+    run = torch.compile(step) if args.compile else step
+    for _ in range(3):
+      run()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+      run()
+    print(json.dumps({'steps_per_sec': args.steps / (time.perf_counter() - t0), **check}))
+    return
   width_s, width_t = int(a['width_student']), int(a['width_teacher'])
   student = SmallCNN(width_s)
   load(student, a, 'student')
