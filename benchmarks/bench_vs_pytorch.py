@@ -1,5 +1,5 @@
 """kd_jax against PyTorch on the same networks and steps (issue 13): classifier KD, classifier
-from scratch, data-free L1 generator distillation.
+from scratch, data-free L1 generator distillation, the DCGAN teacher (G+D with R1).
 
 For each workload: kd_jax builds and initialises its networks, saves the weights, a fixed batch and
 its eval-mode logits to an .npz; `torch_side.py` (run by `--torch_python`, a Python with torch;
@@ -12,7 +12,7 @@ compile, `--reps` times; medians are printed with the ratios. Both sides use `--
   .venv/bin/python benchmarks/bench_vs_pytorch.py --torch_python /path/to/torch-venv/bin/python \
       [--reps 3] [--steps 30] [--threads 2] [--no_compile]
 
-Not yet here: the GAN-teacher (G+D with R1) and diffusion workloads of issue 13.
+Not yet here: the diffusion workloads of issue 13.
 """
 import argparse
 import functools
@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 WORKLOADS = {'classifier_kd': dict(width_teacher=16, width_student=16, batch=128),
              'classifier_scratch': dict(width_teacher=0, width_student=16, batch=128),
-             'generator_l1': dict(width_teacher=32, width_student=4, batch=64)}
+             'generator_l1': dict(width_teacher=32, width_student=4, batch=64),
+             'gan_teacher': dict(width_teacher=32, width_student=0, batch=64)}
 
 
 def _flat(prefix, variables):
@@ -93,10 +94,60 @@ def generator_side(cfg, npz, steps):
   return steps / (time.perf_counter() - t0)
 
 
+def gan_side(cfg, npz, steps):
+  """DCGAN G+D width 32 with R1 (γ = 1, every step), Adam 2e-4 β=(0, 0.99): kd_jax's gan step.
+  (The npz keys reuse 'student' for G and 'teacher' for D so the checks stay one code path.)"""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from kd_jax import models  # pylint: disable=import-outside-toplevel
+  from kd_jax.data import augment  # pylint: disable=import-outside-toplevel
+  from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
+  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
+  from kd_jax.trainers import gan  # pylint: disable=import-outside-toplevel
+  w = cfg['width_teacher']
+  g_mod = models.get('dcgan_generator', latent_dim=64, width=w, resolution=28, channels=1)
+  d_mod = models.get('dcgan_discriminator', width=w)
+  g_vars = g_mod.init(jax.random.key(0), jnp.zeros((1, 64)), None, train=False)
+  d_vars = d_mod.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)), None, train=False)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (cfg['batch'], 28, 28, 1)).astype(np.uint8)
+  z = rng.normal(size=(8, 64)).astype(np.float32)
+  real = np.asarray(augment.normalize(images))
+  arrays = {'width_teacher': w, 'width_student': w, 'batch': cfg['batch'], 'z': z, 'images': real,
+            'student_logits': np.asarray(g_mod.apply(g_vars, z, None, train=False)),
+            'teacher_logits': np.asarray(d_mod.apply(d_vars, real[:8], None, train=False)),
+            'kd_jax_student_params': cost.param_count(g_vars['params']),
+            'kd_jax_teacher_params': cost.param_count(d_vars['params'])}
+  arrays.update(_flat('generator', g_vars))
+  arrays.update(_flat('discriminator', d_vars))
+  np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
+  tx = lambda: optax.adam(2e-4, b1=0.0, b2=0.99)
+  g_ms = {k: v for k, v in g_vars.items() if k != 'params'}
+  state = gan.GANState(g=TrainState.create(params=g_vars['params'], model_state=g_ms, tx=tx()),
+                       d=TrainState.create(params=d_vars['params'], model_state={}, tx=tx()),
+                       g_ema=jax.tree.map(jnp.copy, {'params': g_vars['params'], **g_ms}))
+  spec = gan.Spec(g_mod, d_mod, 64, r1_gamma=1.0, ema_decay=0.999)
+  batch = {'image': jnp.asarray(images), 'label': jnp.zeros((cfg['batch'],), jnp.int32)}
+  step = jax.jit(functools.partial(gan.train_step, spec=spec), donate_argnums=(0,))
+  key = jax.random.key(0)
+  for _ in range(3):
+    state, m = step(state, {}, batch, key)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, {}, batch, key)
+  jax.block_until_ready((state, m))
+  return steps / (time.perf_counter() - t0)
+
+
 def kd_jax_side(name, cfg, npz, steps):
   """Saves the weights/batch/logits for the torch side; returns kd_jax's step/s."""
   if name == 'generator_l1':
     return generator_side(cfg, npz, steps)
+  if name == 'gan_teacher':
+    return gan_side(cfg, npz, steps)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel

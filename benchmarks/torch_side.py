@@ -150,6 +150,71 @@ def generator_main(args, a):
   return step, check
 
 
+class DCGANDiscriminator(nn.Module):
+  """kd_jax's dcgan_discriminator at 28 px: two 4×4 stride-2 SAME convs + LeakyReLU(0.2), the NHWC
+  flatten, a dense logit."""
+
+  def __init__(self, width, channels=1):
+    super().__init__()
+    self.convs = nn.ModuleList([nn.Conv2d(channels, width, 4, 2, 0),
+                                nn.Conv2d(width, width * 2, 4, 2, 0)])
+    self.head = nn.Linear(7 * 7 * width * 2, 1)
+
+  def forward(self, x):
+    for conv in self.convs:
+      x = F.leaky_relu(conv(same_pad(x, 4, 2)), 0.2)
+    return self.head(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1))[:, 0]
+
+
+def load_discriminator(m, a, prefix):
+  t = lambda k: torch.from_numpy(np.ascontiguousarray(a[f'{prefix}/{k}']))
+  for i, conv in enumerate(m.convs):
+    conv.weight.data = t(f'block{i}/conv/kernel').permute(3, 2, 0, 1).contiguous()
+    conv.bias.data = t(f'block{i}/conv/bias')
+  m.head.weight.data, m.head.bias.data = t('head/kernel').T.contiguous(), t('head/bias')
+
+
+def gan_main(args, a):
+  """One D step (logistic loss + γ/2·R1 on real) on real vs G(z), one G step, the EMA of G."""
+  g, d = DCGANGenerator(int(a['width_teacher'])), DCGANDiscriminator(int(a['width_teacher']))
+  load_generator(g, a, 'generator')
+  load_discriminator(d, a, 'discriminator')
+  z, real = torch.from_numpy(a['z']), torch.from_numpy(a['images'].transpose(0, 3, 1, 2).copy())
+  check = {}
+  with torch.no_grad():
+    g.eval()
+    img = g(z).permute(0, 2, 3, 1)
+    check['student_max_abs_diff'] = float((img - torch.from_numpy(a['student_logits'])).abs().max())
+    check['teacher_max_abs_diff'] = float((d(real[:8]) - torch.from_numpy(a['teacher_logits'])).abs().max())
+  check['student_params'] = sum(q.numel() for q in g.parameters())
+  check['teacher_params'] = sum(q.numel() for q in d.parameters())
+  g.train()
+  opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.0, 0.99))
+  opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.99))
+  ema = [q.detach().clone() for q in g.parameters()]
+  batch, zdim, gamma = real.shape[0], z.shape[1], 1.0
+
+  def step():
+    fake = g(torch.randn(batch, zdim)).detach()
+    x = real.detach().requires_grad_(True)
+    d_real, d_fake = d(x), d(fake)
+    adv = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    grad, = torch.autograd.grad(d_real.sum(), x, create_graph=True)
+    r1 = grad.pow(2).flatten(1).sum(1).mean()
+    opt_d.zero_grad(set_to_none=True)
+    (adv + 0.5 * gamma * r1).backward()
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    g_loss = F.softplus(-d(g(torch.randn(batch, zdim)))).mean()
+    g_loss.backward()
+    opt_g.step()
+    with torch.no_grad():
+      for e, q in zip(ema, g.parameters()):
+        e.mul_(0.999).add_(q, alpha=0.001)
+    return g_loss
+  return step, check
+
+
 def load(module, arrays, prefix):
   """kd_jax names (`<prefix>/<flax path>`) → this module's tensors."""
   def convbn(m, path):
@@ -182,8 +247,8 @@ def main():
   args = p.parse_args()
   torch.set_num_threads(args.threads)
   a = dict(np.load(args.npz))
-  if args.workload == 'generator_l1':
-    step, check = generator_main(args, a)
+  if args.workload in ('generator_l1', 'gan_teacher'):
+    step, check = (generator_main if args.workload == 'generator_l1' else gan_main)(args, a)
     run = torch.compile(step) if args.compile else step
     for _ in range(3):
       run()
