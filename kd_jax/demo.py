@@ -7,7 +7,7 @@ distilled student needs, the same student trained from scratch for the same step
   2. small generator distilled from the shipped DCGAN teacher's G_ema on the same latents, and the
      same generator trained as a GAN from data;
   3. one-step consistency distillation of the shipped EDM diffusion teacher (Heun, 35 network
-     evaluations per image), compared with the teacher itself at 1 and 2 steps.
+     evaluations per image), compared with the teacher itself sampled in one step.
 The classifier is also the feature extractor of FID/KID/precision/recall and the LPIPS network.
 `--retrain_teachers` trains the teachers first instead (their `:demo` configs, ~15 min more).
 Then it prints a results table and where the image grids, TensorBoard events and summaries are.
@@ -155,9 +155,10 @@ def results(s: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                              'fid'),
                  'kid': _get(s, 'diffusion_teacher', 'student', 'quality', str(ref.get('steps')),
                              'kid')})
-    for n in (1, 2):
-      q = _get(cd, 'teacher', 'quality', f'euler_{n}') or {}
-      rows.append({'model': f'diffusion teacher, Euler {n} step{"s" if n > 1 else ""}',
+    for key, q in sorted((_get(cd, 'teacher', 'quality') or {}).items()):
+      sampler, _, n = key.partition('_')
+      rows.append({'model': f'diffusion teacher, {sampler.capitalize()} {n} '
+                            f'step{"s" if int(n) > 1 else ""}',
                    'params': ref.get('params'), 'fid': q.get('fid'), 'kid': q.get('kid')})
     for n, q in sorted((_get(cd, 'student', 'quality') or {}).items()):
       rows.append({'model': f'consistency-distilled, {n} step{"s" if int(n) > 1 else ""}',

@@ -22,7 +22,7 @@ def test_demo_distils_from_the_shipped_teachers_and_compares_with_scratch(tiny_d
   # The diffusion stage distils the shipped EDM teacher and scores it at the student's step counts.
   cd = summaries['distilled_diffusion']
   assert cd['teacher']['checkpoint'] == 'pretrained:fashion_mnist/edm'
-  assert {'euler_1', 'euler_2'} <= set(cd['teacher']['quality'])
+  assert 'euler_1' in cd['teacher']['quality']
   demo.print_results(workdir, summaries)
   out = capsys.readouterr().out
   assert '| distilled generator |' in out and '| scratch generator' in out

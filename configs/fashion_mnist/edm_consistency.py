@@ -40,6 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # `make demo`: a short distillation; the 10k-sample FIDs stay, fewer PSNR pairs (each pair
     # costs the teacher's 35-NFE Heun sample).
     c.total_steps, c.checkpoint_every = 200, 200
+    c.data.batch_size = 32
+    c.eval.steps, c.eval.teacher_steps = [1], [1]  # the one-step student vs the one-step teacher
     c.eval.num_pairs = 256
   if tiny:
     common.shrink_edm(c)
