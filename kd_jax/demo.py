@@ -6,8 +6,9 @@ distilled student needs, the same student trained from scratch for the same step
   1. KD student (small CNN) from the shipped ResNet-20 classifier, and the same CNN from labels;
   2. small generator distilled from the shipped DCGAN teacher's G_ema on the same latents, and the
      same generator trained as a GAN from data;
-  3. one-step consistency distillation of the shipped EDM diffusion teacher (Heun, 35 network
-     evaluations per image), compared with the teacher itself sampled in one step.
+  3. with `--diffusion` (`make demo DIFFUSION=1`, ~4 min more): one-step consistency distillation
+     of the shipped EDM diffusion teacher (Heun, 35 network evaluations per image), compared with
+     the teacher itself sampled in one step.
 The classifier is also the feature extractor of FID/KID/precision/recall and the LPIPS network.
 `--retrain_teachers` trains the teachers first instead (their `:demo` configs, ~15 min more).
 Then it prints a results table and where the image grids, TensorBoard events and summaries are.
@@ -27,6 +28,9 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/demo', 'Where every stage writes its results.')
 _ARG = flags.DEFINE_string('arg', 'demo', "Config argument for every stage ('demo' or 'tiny').")
 _DATA_DIR = flags.DEFINE_string('data_dir', None, "TFDS data dir for every stage (default: kd_jax's).")
+_DIFFUSION = flags.DEFINE_bool('diffusion', False,
+                               'Also run the diffusion stage (one-step consistency distillation of '
+                               'the shipped EDM teacher; ~4 min more).')
 _RETRAIN = flags.DEFINE_bool('retrain_teachers', False,
                              'Train the teachers (their :demo configs) instead of using the shipped '
                              'ones.')
@@ -89,13 +93,20 @@ def _run(name: str, path: str, fields: dict[str, Any], arg: str, dirs: dict[str,
   return summary
 
 
+DIFFUSION_STAGES = ('diffusion_teacher', 'distilled_diffusion')
+
+
 def run_stages(workdir: str, arg: str, retrain_teachers: bool = False,
-               data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+               data_dir: str | None = None, diffusion: bool = False
+               ) -> dict[str, dict[str, Any]]:
   from kd_jax import pretrained  # pylint: disable=import-outside-toplevel
+  keep = lambda name: diffusion or name not in DIFFUSION_STAGES
   dirs = {name: os.path.join(workdir, name) for name, _, _ in STAGES}
   summaries: dict[str, dict[str, Any]] = {}
   steps: dict[str, int] = {}
   for name, path, fields, shipped in TEACHERS:
+    if not keep(name):
+      continue
     if retrain_teachers:
       dirs[name] = os.path.join(workdir, name)
       summaries[name] = _run(name, path, fields, arg, dirs, steps, data_dir)
@@ -107,7 +118,8 @@ def run_stages(workdir: str, arg: str, retrain_teachers: bool = False,
       print(f"[demo] {name}: shipped {dirs[name]} ({entry['steps']} steps; "
             f"{entry['command']})", flush=True)
   for name, path, fields in STAGES:
-    summaries[name] = _run(name, path, fields, arg, dirs, steps, data_dir)
+    if keep(name):
+      summaries[name] = _run(name, path, fields, arg, dirs, steps, data_dir)
   return summaries
 
 
@@ -199,7 +211,8 @@ def main(argv):
   from kd_jax import errors  # pylint: disable=import-outside-toplevel
   t0 = time.time()
   try:
-    summaries = run_stages(_WORKDIR.value, _ARG.value, _RETRAIN.value, _DATA_DIR.value)
+    summaries = run_stages(_WORKDIR.value, _ARG.value, _RETRAIN.value, _DATA_DIR.value,
+                           _DIFFUSION.value)
   except errors.KDError as e:
     print(f'kd_jax: error: {e}', file=sys.stderr)
     sys.exit(2)

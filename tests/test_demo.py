@@ -8,7 +8,7 @@ from kd_jax import demo, pretrained
 def test_demo_distils_from_the_shipped_teachers_and_compares_with_scratch(tiny_data_dir,
                                                                           tmp_path, capsys):
   workdir = str(tmp_path / 'demo')
-  summaries = demo.run_stages(workdir, 'tiny', data_dir=tiny_data_dir)
+  summaries = demo.run_stages(workdir, 'tiny', data_dir=tiny_data_dir, diffusion=True)
   # No teacher was trained: the stages used the shipped ones.
   assert not os.path.exists(os.path.join(workdir, 'classifier_teacher'))
   assert not os.path.exists(os.path.join(workdir, 'gan_teacher'))
