@@ -33,6 +33,20 @@ WORKLOADS = {'classifier_kd': dict(width_teacher=16, width_student=16, batch=128
              'gan_teacher': dict(width_teacher=32, width_student=0, batch=64)}
 
 
+def _steps_per_sec(step, state, tree, batch, steps):
+  """kd_jax's rate: 3 warm-up steps (compilation), then `steps` timed ones."""
+  import jax  # pylint: disable=import-outside-toplevel
+  key = jax.random.key(0)
+  for _ in range(3):
+    state, m = step(state, tree, batch, key)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, tree, batch, key)
+  jax.block_until_ready((state, m))
+  return steps / (time.perf_counter() - t0)
+
+
 def _flat(prefix, variables):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -83,15 +97,7 @@ def generator_side(cfg, npz, steps):
   batch = {'image': jnp.zeros((cfg['batch'], 28, 28, 1), jnp.uint8),
            'label': jnp.zeros((cfg['batch'],), jnp.int32)}
   step = jax.jit(functools.partial(generator_distill.train_step, spec=spec), donate_argnums=(0,))
-  key = jax.random.key(0)
-  for _ in range(3):
-    state, m = step(state, tree, batch, key)
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, tree, batch, key)
-  jax.block_until_ready((state, m))
-  return steps / (time.perf_counter() - t0)
+  return _steps_per_sec(step, state, tree, batch, steps)
 
 
 def gan_side(cfg, npz, steps):
@@ -131,15 +137,7 @@ def gan_side(cfg, npz, steps):
   spec = gan.Spec(g_mod, d_mod, 64, r1_gamma=1.0, ema_decay=0.999)
   batch = {'image': jnp.asarray(images), 'label': jnp.zeros((cfg['batch'],), jnp.int32)}
   step = jax.jit(functools.partial(gan.train_step, spec=spec), donate_argnums=(0,))
-  key = jax.random.key(0)
-  for _ in range(3):
-    state, m = step(state, {}, batch, key)
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, {}, batch, key)
-  jax.block_until_ready((state, m))
-  return steps / (time.perf_counter() - t0)
+  return _steps_per_sec(step, state, {}, batch, steps)
 
 
 def kd_jax_side(name, cfg, npz, steps):
@@ -191,15 +189,7 @@ def kd_jax_side(name, cfg, npz, steps):
   tree = d.teacher_tree(teachers)
   batch = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
   step = jax.jit(functools.partial(classification.train_step, spec=spec), donate_argnums=(0,))
-  key = jax.random.key(0)
-  for _ in range(3):
-    state, m = step(state, tree, batch, key)
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, tree, batch, key)
-  jax.block_until_ready((state, m))
-  return steps / (time.perf_counter() - t0)
+  return _steps_per_sec(step, state, tree, batch, steps)
 
 
 def _check_equal(name, res, npz):

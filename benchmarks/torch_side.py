@@ -237,6 +237,17 @@ def load(module, arrays, prefix):
   module.head.bias.data = torch.from_numpy(arrays[f'{prefix}/head/bias'])
 
 
+def steps_per_sec(step, args):
+  """3 warm-up steps (torch.compile compiles here), then `args.steps` timed ones."""
+  run = torch.compile(step) if args.compile else step
+  for _ in range(3):
+    run()
+  t0 = time.perf_counter()
+  for _ in range(args.steps):
+    run()
+  return args.steps / (time.perf_counter() - t0)
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--npz', required=True)
@@ -249,13 +260,7 @@ def main():
   a = dict(np.load(args.npz))
   if args.workload in ('generator_l1', 'gan_teacher'):
     step, check = (generator_main if args.workload == 'generator_l1' else gan_main)(args, a)
-    run = torch.compile(step) if args.compile else step
-    for _ in range(3):
-      run()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-      run()
-    print(json.dumps({'steps_per_sec': args.steps / (time.perf_counter() - t0), **check}))
+    print(json.dumps({'steps_per_sec': steps_per_sec(step, args), **check}))
     return
   width_s, width_t = int(a['width_student']), int(a['width_teacher'])
   student = SmallCNN(width_s)
@@ -296,14 +301,7 @@ def main():
     opt.step()
     return loss
 
-  run = torch.compile(step) if args.compile else step
-  for _ in range(3):
-    run()
-  t0 = time.perf_counter()
-  for _ in range(args.steps):
-    run()
-  rate = args.steps / (time.perf_counter() - t0)
-  print(json.dumps({'steps_per_sec': rate, **check}))
+  print(json.dumps({'steps_per_sec': steps_per_sec(step, args), **check}))
 
 
 if __name__ == '__main__':

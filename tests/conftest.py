@@ -142,6 +142,34 @@ def _two_device_mesh(monkeypatch):
       jax.devices()[:2] if devices is None else devices, **kw))
 
 
+class Preempted(Exception):
+  """Raised by `preempting_iterator` in place of a batch: a preemption at a known step."""
+
+
+def preempting_iterator(real_iterator, at: int):
+  """A `data.train_iterator` stand-in whose `at`-th batch raises `Preempted` (state passes through)."""
+  def make(*args, **kwargs):
+    it, calls = real_iterator(*args, **kwargs), {'n': 0}
+
+    class Wrapped:
+      def __iter__(self):
+        return self
+
+      def __next__(self):
+        calls['n'] += 1
+        if calls['n'] == at:
+          raise Preempted()
+        return next(it)
+
+      def get_state(self):
+        return it.get_state()
+
+      def set_state(self, state):
+        it.set_state(state)
+    return Wrapped()
+  return make
+
+
 def pooled_pixels(images):
   """A stand-in user feature function for `config.eval.feature_fn`: 4×4-average-pooled pixels."""
   b, h, w, _ = images.shape

@@ -16,7 +16,7 @@ def _record(message, level=py_logging.WARNING):
 def test_filter_drops_only_the_known_noise():
   f = quiet._DropNoise()
   assert not f.filter(_record('Metadata file does not exist: /w/checkpoints/4/export/_CHECKPOINT'))
-  assert not f.filter(_record('Waiting for previous save to complete took 1.9 seconds.'))
+  assert not f.filter(_record('Waiting for previous save to complete (asynchronous save).'))
   assert not f.filter(_record('OpenCV is not installed. We recommend using OpenCV'))
   assert f.filter(_record('kd_jax: the teacher cache was rebuilt'))
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import Preempted, preempting_iterator, tiny_config
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, data, parallel
 from kd_jax.metrics import classification as cls_metrics
@@ -87,10 +87,6 @@ def test_kd_student_follows_the_teacher_closer_than_scratch_and_leaves_it_unchan
   assert n_student == kd_summary['student']['params']
 
 
-class _Preempted(Exception):
-  pass
-
-
 def test_resume_continues_from_saved_step(teacher_workdir, tiny_data_dir, tmp_path, capsys,
                                           monkeypatch):
   kw = {'teacher.checkpoint': teacher_workdir, 'checkpoint_every': 3, 'log_every': 3,
@@ -100,31 +96,9 @@ def test_resume_continues_from_saved_step(teacher_workdir, tiny_data_dir, tmp_pa
                                     straight)
   # Preempt the same run while it fetches the batch of step 5 (step 3 is checkpointed)...
   real_iterator = data.train_iterator
-
-  def preempting_iterator(*args, **kwargs):
-    it = real_iterator(*args, **kwargs)
-    calls = {'n': 0}
-
-    class Wrapped:
-      def __iter__(self):
-        return self
-
-      def __next__(self):
-        calls['n'] += 1
-        if calls['n'] == 5:
-          raise _Preempted()
-        return next(it)
-
-      def get_state(self):
-        return it.get_state()
-
-      def set_state(self, state):
-        it.set_state(state)
-    return Wrapped()
-
   resumed = str(tmp_path / 'resumed')
-  monkeypatch.setattr(data, 'train_iterator', preempting_iterator)
-  with pytest.raises(_Preempted):
+  monkeypatch.setattr(data, 'train_iterator', preempting_iterator(real_iterator, 5))
+  with pytest.raises(Preempted):
     classification.train_and_evaluate(
         tiny_config('fashion_mnist/kd_student.py', tiny_data_dir, **kw), resumed)
   monkeypatch.setattr(data, 'train_iterator', real_iterator)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import load_config, shared_dir, tiny_config
+from conftest import Preempted, preempting_iterator, load_config, shared_dir, tiny_config
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import data, errors
 from kd_jax.trainers import diffusion, progressive
@@ -134,10 +134,6 @@ def test_progressive_chain_halves_steps_and_resumes_finished_rounds(
     np.testing.assert_array_equal(before[k], after[k])
 
 
-class _Preempted(Exception):
-  pass
-
-
 def test_dmd_resume_is_bitwise(dmd_run, edm_teacher, teacher_workdir, tiny_data_dir, tmp_path,
                                capsys, monkeypatch):
   """Student, EMA and DMD's fake denoiser with its optimizer state all come back from the
@@ -146,30 +142,9 @@ def test_dmd_resume_is_bitwise(dmd_run, edm_teacher, teacher_workdir, tiny_data_
   kw = _dmd_fields(edm_teacher, teacher_workdir)
   straight = dmd_run[0]
   real_iterator = data.train_iterator
-
-  def preempting_iterator(*args, **kwargs):
-    it, calls = real_iterator(*args, **kwargs), {'n': 0}
-
-    class Wrapped:
-      def __iter__(self):
-        return self
-
-      def __next__(self):
-        calls['n'] += 1
-        if calls['n'] == 4:
-          raise _Preempted()
-        return next(it)
-
-      def get_state(self):
-        return it.get_state()
-
-      def set_state(self, state):
-        it.set_state(state)
-    return Wrapped()
-
   resumed = str(tmp_path / 'resumed')
-  monkeypatch.setattr(data, 'train_iterator', preempting_iterator)
-  with pytest.raises(_Preempted):
+  monkeypatch.setattr(data, 'train_iterator', preempting_iterator(real_iterator, 4))
+  with pytest.raises(Preempted):
     diffusion.train_and_evaluate(
         tiny_config('fashion_mnist/edm_dmd.py', tiny_data_dir, **kw), resumed)
   monkeypatch.setattr(data, 'train_iterator', real_iterator)
