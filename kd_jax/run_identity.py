@@ -7,7 +7,7 @@ run can never "resume" another's checkpoints and overwrite its `summary.json` or
 Fields a resume may change (they do not change what a step computes): `total_steps` (raise it to
 extend a finished run — with a schedule that decays over `total_steps` the extended run then differs
 from one configured that long from the start), the logging/evaluation/checkpoint cadence, and where
-the data lives (`data.data_dir`, `data.cache_in_memory`).
+the data lives (`data.data_dir`, `data.cache_in_memory`), and the batch images/s is timed on.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ FILE = 'run_config.json'
 _UNSET = '<unset>'  # shown for a field one side lacks
 RESUMABLE = frozenset({'total_steps', 'log_every', 'eval_every', 'checkpoint_every',
                        'keep_checkpoints', 'data.data_dir', 'data.cache_in_memory',
-                       'mesh.model', 'teacher_cache.dir'})
+                       'mesh.model', 'teacher_cache.dir', 'eval.throughput_batch'})
 
 
 # Fields added after runs were recorded, with the value that keeps those runs' behaviour: a record

@@ -186,3 +186,36 @@ def test_bad_diffusion_configs(edm_teacher, tiny_data_dir, tmp_path, fields, mat
 def test_progressive_chain_rejects_counts_that_do_not_halve(start, end):
   with pytest.raises(errors.ConfigError, match='start_steps'):
     progressive.rounds(start, end)
+
+
+def test_diffusion_study_tables_plots_and_grids_the_runs(dmd_run, edm_teacher, tmp_path, capsys):
+  """`kd_jax.report.diffusion_study`: the teacher at its own sampler and at the student's step
+  counts, the student, ratios against the teacher's full sampler, a plot, a grid row per point."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from kd_jax.report import diffusion_study  # pylint: disable=import-outside-toplevel
+  workdir = dmd_run[0]
+  t_points, students = diffusion_study.collect([workdir], edm_teacher)
+  teacher, run = _summary(edm_teacher), _summary(workdir)
+  assert (t_points[0].sampler, t_points[0].steps) == ('heun', 2)  # the teacher's own (tiny)
+  assert {(p.sampler, p.steps) for p in t_points[1:]} == {('euler', 1), ('euler', 2)}
+  assert [(p.method.split(' ')[0], p.steps, p.nfe) for p in students] == [('DMD2', 1, 1)]
+  md = diffusion_study.table(t_points, students).splitlines()
+  row = [c.strip() for c in md[-1].split('|')[1:-1]]
+  fid0 = teacher['student']['quality']['2']['fid']
+  fid = run['student']['quality']['1']['fid']
+  assert float(row[8]) == pytest.approx(round(fid / fid0, 2), abs=0.006)
+  flops0 = teacher['student']['cost']['2']['flops_per_image']
+  assert float(row[6]) == pytest.approx(flops0 / run['student']['cost']['1']['flops_per_image'],
+                                        abs=0.06)  # 3 teacher NFEs per image against 1
+  assert diffusion_study.main([workdir, '--teacher', edm_teacher, '--out', str(tmp_path / 's'),
+                               '--grid']) == 0
+  assert (tmp_path / 's' / 'fid_vs_nfe.png').exists() and (tmp_path / 's' / 'study.md').exists()
+  grid = np.asarray(Image.open(tmp_path / 's' / 'grid.png'))
+  from kd_jax import report  # pylint: disable=import-outside-toplevel
+  blank = np.zeros((16, 28, 28, 1), np.float32)
+  expected = report.side_by_side([(f'{p.method} {p.sampler} {p.steps}', blank)
+                                  for p in t_points + students], ncols=16)
+  assert grid.shape[:2] == expected.shape[:2]  # one labelled row per model and step count
+  capsys.readouterr()
+  assert diffusion_study.main([str(tmp_path / 'missing'), '--teacher', edm_teacher]) == 2
+  assert 'does not exist' in capsys.readouterr().err

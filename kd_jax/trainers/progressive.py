@@ -68,6 +68,11 @@ def round_config(config: ml_collections.ConfigDict, student_steps: int, teacher:
   c.eval.teacher_steps = ([2 * student_steps] + rounds(int(config.progressive.start_steps),
                                                        int(config.progressive.end_steps))
                           if first else [])
+  if not first:
+    # The round's teacher is the previous student: its own sampler (Euler, 2N steps) is the
+    # reference its student's grids and PSNR compare against, not the first teacher's Heun 18
+    # (which would cost 35 NFE per pair and compare against a sampler this net was never meant for).
+    c.eval.reference_sampler, c.eval.reference_steps = 'euler', 2 * student_steps
   return c
 
 
