@@ -8,6 +8,9 @@ parameter counts and logits against kd_jax's, and times the same step (SGD momen
 KD: 0.5·CE + 0.5·T²·KL with T = 2, teacher frozen). kd_jax's step is its own
 `classification.train_step`, jitted with the state donated. Runs alternate kd_jax / eager /
 compile, `--reps` times; medians are printed with the ratios. Both sides use `--threads` threads.
+Each side runs in its own process, so its peak resident memory (`ru_maxrss`) is that workload's
+alone; the resident memory right after the imports (the frameworks' own) is printed beside it, and
+on an accelerator kd_jax's device peak (`memory_stats()['peak_bytes_in_use']`) too.
 
   .venv/bin/python benchmarks/bench_vs_pytorch.py --torch_python /path/to/torch-venv/bin/python \
       [--reps 3] [--steps 30] [--threads 2] [--no_compile]
@@ -192,6 +195,29 @@ def kd_jax_side(name, cfg, npz, steps):
   return _steps_per_sec(step, state, tree, batch, steps)
 
 
+def _rss_mb() -> float:
+  import resource  # pylint: disable=import-outside-toplevel
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def worker(name, npz, steps):
+  """One kd_jax measurement in this process: JSON with step/s and memory on the last line."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import kd_jax.trainers  # pylint: disable=import-outside-toplevel,unused-import
+  base = _rss_mb()
+  rate = kd_jax_side(name, WORKLOADS[name], npz, steps)
+  stats = jax.devices()[0].memory_stats() or {}
+  print(json.dumps({'steps_per_sec': rate, 'peak_rss_mb': _rss_mb(), 'import_rss_mb': base,
+                    'device_peak_mb': stats.get('peak_bytes_in_use', 0) / 2**20 or None}))
+
+
+def _last_json(cmd):
+  out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  if out.returncode:
+    raise SystemExit(f'{" ".join(cmd)} failed:\n{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _check_equal(name, res, npz):
   """The PyTorch networks are kd_jax's: same parameter counts, logits equal to 1e-4."""
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -216,7 +242,12 @@ def main():
   p.add_argument('--threads', type=int, default=2)
   p.add_argument('--no_compile', action='store_true')
   p.add_argument('--only', default='')
+  p.add_argument('--worker', default='', help=argparse.SUPPRESS)  # one kd_jax measurement
+  p.add_argument('--npz', default='', help=argparse.SUPPRESS)
   args = p.parse_args()
+  if args.worker:
+    worker(args.worker, args.npz, args.steps)
+    return
   if not args.torch_python:
     print('bench_vs_pytorch: skipped (pass --torch_python or set KD_JAX_TORCH_PYTHON to a Python '
           'with torch; kd_jax itself never needs it)')
@@ -226,22 +257,25 @@ def main():
     if args.only and args.only not in name:
       continue
     rates = {'kd_jax': [], 'eager': [], 'compile': []}
+    memory = {}
     check = None
     with tempfile.TemporaryDirectory() as tmp:
       npz = os.path.join(tmp, 'w.npz')
       for _ in range(args.reps):
-        rates['kd_jax'].append(kd_jax_side(name, cfg, npz, args.steps))
+        res = _last_json([sys.executable, os.path.abspath(__file__), '--worker', name, '--npz',
+                          npz, '--steps', str(args.steps)])
+        rates['kd_jax'].append(res['steps_per_sec'])
+        memory['kd_jax'] = res
         for mode in ('eager',) + (() if args.no_compile else ('compile',)):
           cmd = [args.torch_python, os.path.join(HERE, 'torch_side.py'), '--npz', npz,
                  '--workload', name, '--steps', str(args.steps), '--threads', str(args.threads)]
-          out = subprocess.run(cmd + (['--compile'] if mode == 'compile' else []),
-                               capture_output=True, text=True, check=True)
-          res = json.loads(out.stdout.strip().splitlines()[-1])
+          res = _last_json(cmd + (['--compile'] if mode == 'compile' else []))
           _check_equal(name, res, npz)
           rates[mode].append(res['steps_per_sec'])
+          memory[mode] = res
           check = res
     med = {k: statistics.median(v) for k, v in rates.items() if v}
-    rows.append((name, med, check))
+    rows.append((name, med, memory))
     print(f'{name}: check {check}', flush=True)
   print('| workload | kd_jax step/s | PyTorch eager | torch.compile | kd_jax / eager | kd_jax / compile |')
   print('|---|---|---|---|---|---|')
@@ -252,6 +286,14 @@ def main():
           end='')
     print(f"{med['kd_jax'] / med['eager']:.2f}× | " +
           (f"{med['kd_jax'] / comp:.2f}× |" if comp else '— |'))
+  print('\n| workload | peak RSS MiB (after imports): kd_jax | PyTorch eager | torch.compile '
+        '| kd_jax device peak MiB |')
+  print('|---|---|---|---|---|')
+  mem = lambda m: f"{m['peak_rss_mb']:.0f} ({m['import_rss_mb']:.0f})" if m else '—'
+  for name, _, memory in rows:
+    dev = memory['kd_jax'].get('device_peak_mb')
+    print(f"| {name} | {mem(memory['kd_jax'])} | {mem(memory.get('eager'))} | "
+          f"{mem(memory.get('compile'))} | {f'{dev:.0f}' if dev else '— (CPU: host memory)'} |")
 
 
 if __name__ == '__main__':

@@ -248,6 +248,19 @@ def steps_per_sec(step, args):
   return args.steps / (time.perf_counter() - t0)
 
 
+def _rss_mb():
+  import resource  # pylint: disable=import-outside-toplevel
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+IMPORT_RSS_MB = _rss_mb()  # torch and numpy imported, nothing built yet
+
+
+def _report(rate, check):
+  print(json.dumps({'steps_per_sec': rate, 'peak_rss_mb': _rss_mb(),
+                    'import_rss_mb': IMPORT_RSS_MB, **check}))
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--npz', required=True)
@@ -260,7 +273,7 @@ def main():
   a = dict(np.load(args.npz))
   if args.workload in ('generator_l1', 'gan_teacher'):
     step, check = (generator_main if args.workload == 'generator_l1' else gan_main)(args, a)
-    print(json.dumps({'steps_per_sec': steps_per_sec(step, args), **check}))
+    _report(steps_per_sec(step, args), check)
     return
   width_s, width_t = int(a['width_student']), int(a['width_teacher'])
   student = SmallCNN(width_s)
@@ -301,7 +314,7 @@ def main():
     opt.step()
     return loss
 
-  print(json.dumps({'steps_per_sec': steps_per_sec(step, args), **check}))
+  _report(steps_per_sec(step, args), check)
 
 
 if __name__ == '__main__':
