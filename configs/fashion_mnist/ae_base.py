@@ -33,3 +33,36 @@ def base_config(arg: str | None, *, student: bool, corruption: str) -> ml_collec
     common.shrink_generative(c)
     c.optimizer.warmup_steps = 0
   return c
+
+
+# Paired image-to-image variants of `i2i_teacher.py` / `i2i_student.py`: (corruption, target).
+I2I_VARIANTS = {'edges': ('none', 'edges'), 'stylize': ('none', 'stylize'),
+                'inpaint': ('mask', 'identity')}
+I2I_DEFAULT = 'edges'
+
+
+def i2i_config(arg: str | None, *, student: bool) -> tuple[ml_collections.ConfigDict, str]:
+  """':<variant>[,demo|tiny]' or ':tiny'/':demo'/nothing (variant 'edges') → (config, variant).
+
+  Full runs: 1,000 steps (eval every 500) and FID in the shipped classifier's `features` space;
+  `tiny` runs in seconds without FID.
+  """
+  variant, rest = I2I_DEFAULT, arg
+  for name in I2I_VARIANTS:
+    found, after = common.split_variant(arg, name)
+    if found:
+      variant, rest = name, after
+  if (rest or 'full') not in common.MODES:
+    raise ValueError(f'unknown config argument {arg!r}; use nothing or :<variant>[,demo|tiny] '
+                     f'with a variant in {tuple(I2I_VARIANTS)} (default {I2I_DEFAULT!r}), or '
+                     "':demo' / ':tiny'.")
+  mode = common.parse_arg(rest)
+  corruption, target = I2I_VARIANTS[variant]
+  c = base_config(rest, student=student, corruption=corruption)
+  c.target.kind = target
+  if mode != 'tiny':
+    c.total_steps = 1000
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.eval.classifier_checkpoint = 'pretrained:fashion_mnist/classifier'
+  return c, variant
