@@ -32,6 +32,9 @@ ADDED_DEFAULTS = {
     'compute_dtype': 'float32', 'data.test_split': '', 'teacher_cache.mode': 'off',
     'teacher_cache.copies': 4, 'teacher_cache.seed': 0, 'dmd.fake_updates': 5,
     'dmd.fake_learning_rate': 0.0, 'dmd.min_position': 0.02, 'dmd.max_position': 0.98,
+    # autoencoder runs before paired image-to-image targets and their FID
+    'target.kind': 'identity', 'eval.classifier_checkpoint': '', 'eval.feature_layer': 'features',
+    'eval.feature_fn': '',
 }
 
 
