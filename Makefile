@@ -27,7 +27,7 @@ data-pkg:
 	@[ -f $(FMNIST_IDX) ] || echo "note: $(FMNIST_IDX) missing; fashion_mnist will need a TFDS download"
 
 demo: setup
-	$(PY) -m kd_jax.demo --workdir $(WORKDIR) $(if $(RETRAIN_TEACHERS),--retrain_teachers) $(if $(DIFFUSION),--diffusion)
+	$(PY) -m kd_jax.demo --workdir $(WORKDIR) $(if $(RETRAIN_TEACHERS),--retrain_teachers) $(if $(filter 0,$(DIFFUSION)),--nodiffusion)
 
 test: setup
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider tests; rc=$$?; \

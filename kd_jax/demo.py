@@ -6,9 +6,9 @@ distilled student needs, the same student trained from scratch for the same step
   1. KD student (small CNN) from the shipped ResNet-20 classifier, and the same CNN from labels;
   2. small generator distilled from the shipped DCGAN teacher's G_ema on the same latents, and the
      same generator trained as a GAN from data;
-  3. with `--diffusion` (`make demo DIFFUSION=1`, ~4 min more): one-step consistency distillation
-     of the shipped EDM diffusion teacher (Heun, 35 network evaluations per image), compared with
-     the teacher itself sampled in one step.
+  3. one-step consistency distillation of the shipped EDM diffusion teacher (Heun, 35 network
+     evaluations per image), compared with the teacher itself sampled in one step
+     (`--nodiffusion` / `make demo DIFFUSION=0` skips it).
 The classifier is also the feature extractor of FID/KID/precision/recall and the LPIPS network.
 `--retrain_teachers` trains the teachers first instead (their `:demo` configs, ~15 min more).
 Then it prints a results table and where the image grids, TensorBoard events and summaries are.
@@ -28,9 +28,9 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/demo', 'Where every stage writes its results.')
 _ARG = flags.DEFINE_string('arg', 'demo', "Config argument for every stage ('demo' or 'tiny').")
 _DATA_DIR = flags.DEFINE_string('data_dir', None, "TFDS data dir for every stage (default: kd_jax's).")
-_DIFFUSION = flags.DEFINE_bool('diffusion', False,
-                               'Also run the diffusion stage (one-step consistency distillation of '
-                               'the shipped EDM teacher; ~4 min more).')
+_DIFFUSION = flags.DEFINE_bool('diffusion', True,
+                               'Run the diffusion stage (one-step consistency distillation of the '
+                               'shipped EDM teacher); --nodiffusion skips it.')
 _RETRAIN = flags.DEFINE_bool('retrain_teachers', False,
                              'Train the teachers (their :demo configs) instead of using the shipped '
                              'ones.')
@@ -97,7 +97,7 @@ DIFFUSION_STAGES = ('diffusion_teacher', 'distilled_diffusion')
 
 
 def run_stages(workdir: str, arg: str, retrain_teachers: bool = False,
-               data_dir: str | None = None, diffusion: bool = False
+               data_dir: str | None = None, diffusion: bool = True
                ) -> dict[str, dict[str, Any]]:
   from kd_jax import pretrained  # pylint: disable=import-outside-toplevel
   keep = lambda name: diffusion or name not in DIFFUSION_STAGES

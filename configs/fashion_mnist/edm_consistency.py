@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # `make demo`: a short distillation and an evaluation that fits the demo's ten minutes: FIDs on
     # 5,000 samples (not the study's 10,000), 128 PSNR pairs (each costs the teacher's 35-NFE Heun
     # sample), images/s timed on 16 images.
-    c.total_steps, c.checkpoint_every = 150, 150
+    c.total_steps, c.checkpoint_every = 100, 100
     c.data.batch_size = 32
     c.eval.steps, c.eval.teacher_steps = [1], [1]  # the one-step student vs the one-step teacher
     c.eval.num_samples, c.eval.num_pairs, c.eval.throughput_batch = 5000, 128, 16

@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 0
   c.checkpoint_every = 1000
   if mode == 'demo':
-    c.total_steps = 500
+    c.total_steps = 400
   if tiny:
     common.shrink(c)
     c.optimizer.warmup_steps = 0

@@ -24,9 +24,9 @@ D_LAYERS = ['b32/conv1', 'b16/conv1', 'b8/conv1']
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = ''
-  if arg and arg.split(',')[0] in ('l1', 'gan'):
-    variant, arg = arg.split(',')[0], ','.join(arg.split(',')[1:]) or None
+  l1, arg = common.split_variant(arg, 'l1')
+  gan, arg = common.split_variant(arg, 'gan')
+  variant = 'l1' if l1 else 'gan' if gan else ''
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
   c = generator_distill.default_config()
