@@ -51,6 +51,9 @@ def install(verbose: bool) -> None:
   if _FILTER not in handler.filters:
     handler.addFilter(_FILTER)
   py_logging.getLogger().addFilter(_FILTER)
+  # TFDS draws tqdm bars (a dozen redrawn lines) while it builds a dataset; kd_jax prints one line.
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  tfds.disable_progress_bar()
   try:
     from scipy.linalg import LinAlgWarning  # pylint: disable=import-outside-toplevel
     warnings.filterwarnings('ignore', category=LinAlgWarning)

@@ -173,6 +173,8 @@ def build(data_dir: str | None, source_dir: str | None = None) -> None:
   os.makedirs(root, exist_ok=True)
   # The gunzipped copies are only needed while writing; keep them out of the data dir afterwards.
   scratch = tempfile.mkdtemp(prefix='.kd_jax_fashion_mnist_', dir=root)
+  print(f'[kd_jax] building the fashion_mnist TFDS dataset in {root} from {source_dir} (once)',
+        flush=True)
   try:
     builder.download_and_prepare(download_dir=scratch, file_format='array_record')
   except errors.KDError:
