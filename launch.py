@@ -20,6 +20,9 @@ import sys
 # --verbosity is given (the same rule as kd_jax.quiet, which cannot be imported this early).
 if not any(arg.startswith(('--verbosity', '-v=', '--v=')) for arg in sys.argv[1:]):
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # TensorFlow (input and TensorBoard only here) announces its oneDNN ops on CPUs that have them
+  # through a logger TF_CPP_MIN_LOG_LEVEL does not silence; JAX/XLA does not read this variable.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -39,6 +39,9 @@ _FILTER = _DropNoise()
 def environment() -> None:
   """Set before TensorFlow is imported (it reads them once): hide its C++ INFO/WARNING lines."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # Its oneDNN notice (on CPUs with oneDNN ops) bypasses TF_CPP_MIN_LOG_LEVEL; TF computes nothing
+  # here (input and TensorBoard only) and JAX/XLA does not read this variable.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 
 def install(verbose: bool) -> None:
