@@ -161,7 +161,10 @@ def _dmd_fake_updates(spec: Spec, fake: TrainState, generate: Any, shape: tuple[
     loss, grads = jax.value_and_grad(lambda p: _denoising_loss(apply(p), x_gen, k_loss, spec))(
         fs.params)
     return fs.apply_gradients(grads, fs.model_state), loss
-  fake, fake_losses = jax.lax.scan(one, fake, jax.random.split(rng, spec.fake_updates))
+  # Unrolled: XLA:CPU runs a while-loop body holding convolution gradients ~9× slower than the
+  # same updates inlined (measured: 0.09 vs 0.80 DMD step/s at batch 32, same losses).
+  fake, fake_losses = jax.lax.scan(one, fake, jax.random.split(rng, spec.fake_updates),
+                                   unroll=True)
   return fake, jnp.mean(fake_losses)
 
 
