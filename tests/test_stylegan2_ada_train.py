@@ -62,21 +62,40 @@ def test_pad_to_pads_with_background_and_refuses_shrinking(tiny_data_dir):
     data.sources.pad_source(source, 20)
 
 
-def test_distilled_student_exports_to_an_official_state_dict(sg2_teacher, tiny_data_dir,
-                                                            tmp_path):
-  workdir = str(tmp_path / 'student')
-  summary = generator_distill.train_and_evaluate(
-      tiny_config('fashion_mnist/stylegan2_distill.py', tiny_data_dir,
-                  **{'teacher.checkpoint': sg2_teacher, 'eval.classifier_checkpoint': ''}),
-      workdir)
+@pytest.fixture(scope='module')
+def sg2_student(sg2_teacher, tiny_data_dir, tmp_path_factory):
+  """One tiny `stylegan2_distill.py:gan` run: every regression term of the recipe plus the
+  adversarial one (the default recipe is the same minus `gan_ns_g` and its D)."""
+  from conftest import load_config  # pylint: disable=import-outside-toplevel
+  config = load_config('fashion_mnist/stylegan2_distill.py', 'gan,tiny')
+  config.data.data_dir = tiny_data_dir
+  config.teacher.checkpoint, config.eval.classifier_checkpoint = sg2_teacher, ''
+  assert config.adversarial.discriminator['name'] == 'stylegan2_ada_discriminator'
+  # Built once for both pytest-xdist workers (conftest.shared_dir), like the teacher.
+  root = shared_dir(tmp_path_factory, 'sg2_student',
+                    lambda r: generator_distill.train_and_evaluate(config, str(r / 'student')))
+  workdir = os.path.join(root, 'student')
+  return workdir, json.load(open(os.path.join(workdir, 'summary.json')))
+
+
+def test_adversarial_distillation_trains_a_discriminator_beside_the_regressions(sg2_student):
+  workdir, summary = sg2_student
   assert summary['step'] == 4
   # Every term of the recipe was trained and logged (the TensorBoard events are the record).
   from tensorboard.backend.event_processing import event_accumulator
   events = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
   events.Reload()
-  assert {'train/l1', 'train/lpips', 'train/feat_b16', 'train/relation_kl'} <= set(
-      events.Tags()['tensors'])
+  tags = set(events.Tags()['tensors'])
+  assert {'train/l1', 'train/lpips', 'train/feat_b16', 'train/relation_kl', 'train/gan_ns_g',
+          'train/d_loss', 'train/r1'} <= tags, tags
+  # The adversarial D stays in the training state; the export is the student generator only.
+  assert set(ckpt_lib.load_export_numpy(workdir)) == {'generator'}
   assert summary['params_ratio'] < 1 and summary['flops_ratio'] < 1
+
+
+def test_distilled_student_exports_to_an_official_state_dict(sg2_student, tiny_data_dir,
+                                                            tmp_path):
+  workdir, _ = sg2_student
   out = str(tmp_path / 'G.safetensors')
   assert cli.main(['--to', 'stylegan2_ada', '--in', workdir, '--out', out]) == 0
   sd = formats.load_state_dict(out)
@@ -96,21 +115,3 @@ def test_distilled_student_exports_to_an_official_state_dict(sg2_teacher, tiny_d
                         timeout=300)
   assert proc.returncode != 0 and 'already holds checkpoints' in proc.stderr
   assert 'Traceback' not in proc.stderr
-
-
-def test_adversarial_variant_trains_a_discriminator_beside_the_regressions(sg2_teacher,
-                                                                          tiny_data_dir, tmp_path):
-  from conftest import load_config  # pylint: disable=import-outside-toplevel
-  config = load_config('fashion_mnist/stylegan2_distill.py', 'gan,tiny')
-  config.data.data_dir = tiny_data_dir
-  config.teacher.checkpoint, config.eval.classifier_checkpoint = sg2_teacher, ''
-  assert config.adversarial.discriminator['name'] == 'stylegan2_ada_discriminator'
-  workdir = str(tmp_path / 'student')
-  assert generator_distill.train_and_evaluate(config, workdir)['step'] == 4
-  from tensorboard.backend.event_processing import event_accumulator
-  events = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
-  events.Reload()
-  tags = set(events.Tags()['tensors'])
-  assert {'train/l1', 'train/lpips', 'train/gan_ns_g', 'train/d_loss', 'train/r1'} <= tags, tags
-  # The adversarial D stays in the training state; the export is the student generator only.
-  assert set(ckpt_lib.load_export_numpy(workdir)) == {'generator'}
