@@ -3,8 +3,8 @@
 trained on the two-teacher-step target x̃ (λ(σ)-weighted L2). Round k writes
 <workdir>/steps_<N_k>; round 1 also scores the teacher itself at 16, 8, 4, 2 and 1 Euler steps.
 
-`:compressed` starts the chain from the compressed student (workdirs/fm_edm_compress) instead:
-compressed architecture + few steps.
+`:compressed` starts the chain from the compressed student (workdirs/fm_edm_compress) instead and
+stops at 4 steps: compressed architecture + few steps (issue 12's combined goal).
 
 Command:
   python launch.py --config configs/fashion_mnist/edm_progressive.py --workdir workdirs/fm_edm_pd
@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.teacher.checkpoint = ('workdirs/fm_edm_compress' if compressed
                           else 'pretrained:fashion_mnist/edm')
   c.model = {}
-  c.progressive.start_steps, c.progressive.end_steps = 16, 1
+  c.progressive.start_steps, c.progressive.end_steps = 16, 4 if compressed else 1
   c.progressive.round_steps = 500
   c.optimizer.update(dict(learning_rate=5e-4, schedule='constant', warmup_steps=0))
   c.ema_decay = 0.99
@@ -35,4 +35,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if tiny:
     common.shrink_edm(c)
     c.progressive.start_steps, c.progressive.round_steps = 4, 2
+    c.progressive.end_steps = 2 if compressed else 1
   return c
