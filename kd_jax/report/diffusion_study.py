@@ -120,6 +120,15 @@ def collect(workdirs: Sequence[str], teacher: str) -> tuple[list[Point], list[Po
       raise errors.ConfigError(f'{workdir!r} is a {s.get("trainer")!r} run, not a diffusion run.')
     for label, d, rs in runs:
       students.extend(_student_points(label, d, rs))
+      own = rs.get('teacher', {}).get('checkpoint')
+      if own and os.path.normpath(own) != os.path.normpath(teacher):
+        # A run distilled from another teacher (e.g. the compressed U-Net a `:compressed` chain
+        # starts from) scored *that* teacher: its own baseline, at its own size and cost.
+        ref = rs['teacher'].get('reference', {})
+        name = f'its teacher {os.path.basename(os.path.normpath(own))} (of {label})'
+        for p in _teacher_points(rs, d, ref.get('flops_per_nfe'), ref.get('params')):
+          students.append(dataclasses.replace(p, method=name))
+        continue
       for p in _teacher_points(rs, d, per_nfe, full.params):
         if (p.sampler, p.steps) not in seen:  # the same seed and samples: measured once is enough
           seen.add((p.sampler, p.steps))
