@@ -18,6 +18,7 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), f'kd_jax_tests_jax_cache_{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -175,3 +176,9 @@ def pooled_pixels(images):
   b, h, w, _ = images.shape
   x = images[:, :h // 4 * 4, :w // 4 * 4, 0]
   return x.reshape(b, h // 4, 4, w // 4, 4).mean(axis=(2, 4)).reshape(b, -1)
+
+
+def flat_tree(tree) -> dict:
+  """{key path: numpy array} of a pytree: what the tests compare exports and states with."""
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -8,15 +8,11 @@ import numpy as np
 import optax
 
 from conftest import _read_idx_gz, make_tiny_idx
+from conftest import flat_tree as _flat
 from kd_jax import api, models
 from kd_jax.metrics import classification as cls_metrics
 
 X0 = jnp.zeros((1, 28, 28, 1), jnp.float32)
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def test_distill_classifier_moves_the_student_onto_a_frozen_teacher(tmp_path):

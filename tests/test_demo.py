@@ -2,9 +2,9 @@
 import json
 import os
 
-import jax
 import numpy as np
 
+from conftest import flat_tree
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import demo, pretrained
 
@@ -29,9 +29,8 @@ def test_demo_distils_from_the_shipped_teachers_and_compares_with_scratch(tiny_d
   assert 'euler_1' in cd['teacher']['quality']
   assert '1' in cd['student']['quality'] and cd['student']['cost']['1']['nfe'] == 1
   # Plain (L2) consistency distillation starts from the teacher's weights and moves away from them.
-  flat = lambda d: dict(jax.tree_util.tree_flatten_with_path(ckpt_lib.load_export_numpy(d))[0])
-  student = flat(os.path.join(workdir, 'distilled_diffusion'))
-  teacher = flat(pretrained.path_of('fashion_mnist/edm'))
+  student = flat_tree(ckpt_lib.load_export_numpy(os.path.join(workdir, 'distilled_diffusion')))
+  teacher = flat_tree(ckpt_lib.load_export_numpy(pretrained.path_of('fashion_mnist/edm')))
   assert student.keys() == teacher.keys()
   assert any(not np.array_equal(student[k], teacher[k]) for k in student)
   demo.print_results(workdir, summaries)

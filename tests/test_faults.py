@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_dir, tiny_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import errors, parallel
 from kd_jax.trainers import classification, loop
@@ -27,11 +28,6 @@ CONSTANT = {'optimizer.schedule': 'constant'}
 
 def _config(data_dir, **fields):
   return tiny_config('fashion_mnist/scratch_student.py', data_dir, **{**CONSTANT, **fields})
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _assert_bitwise(a_workdir, b_workdir):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config, tiny_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, errors
 from kd_jax.data import paired
@@ -67,11 +68,6 @@ def test_targets_match_numpy(images):
     np.testing.assert_allclose(y, jax.jit(paired.transform, static_argnums=1)(x, kind), atol=1e-6)
     assert -1.0 <= float(y.min()) and float(y.max()) <= 1.0
   assert paired.transform(x, 'identity') is x
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @pytest.mark.parametrize('variant', ['edges', 'stylize', 'inpaint'])

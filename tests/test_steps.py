@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from conftest import _read_idx_gz, make_tiny_idx
+from conftest import flat_tree as _flat
 from kd_jax import losses, models
 from kd_jax.distill import core
 from kd_jax.metrics import cost, image as image_metrics
@@ -18,11 +19,6 @@ from kd_jax.train_state import TrainState
 from kd_jax.trainers import classification, generator_distill
 
 X0 = jnp.zeros((1, 28, 28, 1), jnp.float32)
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @pytest.fixture(scope='module')

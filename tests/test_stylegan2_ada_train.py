@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from conftest import shared_dir, tiny_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import data, errors
 from kd_jax.convert import __main__ as cli
@@ -19,11 +19,6 @@ from kd_jax.convert import stylegan2_ada as sg2
 from kd_jax.trainers import gan, gen_eval, generator_distill
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @pytest.fixture(scope='module')

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import errors
 from kd_jax.data import augment
@@ -25,11 +26,6 @@ def test_example_crop_flip_depends_on_the_id_only():
   np.testing.assert_array_equal(a[perm], b)
   other = np.asarray(augment.example_crop_flip(key, images, ids + 100, pad=2))
   assert not np.array_equal(a, other)
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def test_cached_teacher_equals_the_online_teacher(teacher_workdir, tiny_data_dir, tmp_path,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import Preempted, preempting_iterator, tiny_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, data, parallel
 from kd_jax.metrics import classification as cls_metrics
@@ -18,11 +19,6 @@ from kd_jax.trainers import classification
 
 def _export(workdir):
   return ckpt_lib.load_export_numpy(workdir)
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _eval_logits(workdir, model_config, data_dir):

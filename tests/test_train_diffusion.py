@@ -6,19 +6,14 @@ import json
 import os
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 
 from conftest import Preempted, preempting_iterator, load_config, shared_dir, tiny_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import data, errors
 from kd_jax.trainers import diffusion, progressive
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _summary(workdir):

@@ -9,6 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import shared_dir, tiny_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import data, errors, models
 from kd_jax.metrics import image as image_metrics
@@ -17,11 +18,6 @@ from kd_jax.trainers import autoencoder, gan, gen_eval, generator_distill
 
 def _export(workdir):
   return ckpt_lib.load_export_numpy(workdir)
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @pytest.fixture(scope='module')

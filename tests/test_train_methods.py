@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config
+from conftest import flat_tree as _flat
 from kd_jax import checkpoint as ckpt_lib
 from kd_jax import config_utils, errors, losses, models, parallel
 from kd_jax.losses import contrast
@@ -30,11 +31,6 @@ def _config(method, data_dir, teacher_workdir, **fields):
   for key, value in fields.items():
     config_utils.set_dotted(config, key, value)
   return config
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @pytest.mark.parametrize('method', METHODS + ['fitnet_stages'])
