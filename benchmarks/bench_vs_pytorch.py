@@ -36,6 +36,9 @@ WORKLOADS = {'classifier_kd': dict(width_teacher=16, width_student=16, batch=128
              'gan_teacher': dict(width_teacher=32, width_student=0, batch=64)}
 
 
+PROFILE = {'dir': '', 'top': 25}  # set by --profile: trace the timed steps, print XLA's top ops
+
+
 def _steps_per_sec(step, state, tree, batch, steps):
   """kd_jax's rate: 3 warm-up steps (compilation), then `steps` timed ones."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -47,7 +50,45 @@ def _steps_per_sec(step, state, tree, batch, steps):
   for _ in range(steps):
     state, m = step(state, tree, batch, key)
   jax.block_until_ready((state, m))
-  return steps / (time.perf_counter() - t0)
+  rate = steps / (time.perf_counter() - t0)
+  if PROFILE['dir']:
+    with jax.profiler.trace(PROFILE['dir']):
+      for _ in range(steps):
+        state, m = step(state, tree, batch, key)
+      jax.block_until_ready((state, m))
+    _print_profile(PROFILE['dir'], steps, PROFILE['top'])
+  return rate
+
+
+def _print_profile(trace_dir, steps, top):
+  """XLA:CPU's own per-thunk events from the trace, summed by HLO op name, per step (to stderr).
+
+  The events of XLA's thunk executor are named after the HLO instructions they run (fusions,
+  convolutions, custom calls), so this is the step's time split by the ops XLA emitted.
+  """
+  import glob  # pylint: disable=import-outside-toplevel
+  import collections  # pylint: disable=import-outside-toplevel
+  from jax._src.lib import _profile_data  # pylint: disable=import-outside-toplevel
+  path = sorted(glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True))[-1]
+  data = _profile_data.ProfileData.from_file(path)
+  per_op, per_kind, busy = collections.Counter(), collections.Counter(), 0
+  for plane in data.planes:
+    for line in plane.lines:
+      if 'XLAEigen' not in line.name:  # XLA's intra-op worker threads run the thunks
+        continue
+      for ev in line.events:
+        if ev.name.startswith('ThunkExecutor'):
+          continue
+        per_op[ev.name] += ev.duration_ns
+        per_kind[ev.name.split('.')[0]] += ev.duration_ns
+        busy += ev.duration_ns
+  ms = lambda ns: f'{ns / steps / 1e6:8.2f} ms'
+  print(f'profile {path}: thread-ms per step in XLA ops: {ms(busy)}; by kind:', file=sys.stderr)
+  for name, ns in per_kind.most_common(12):
+    print(f'  {ms(ns)}  {name}', file=sys.stderr)
+  print(f'top {top} ops:', file=sys.stderr)
+  for name, ns in per_op.most_common(top):
+    print(f'  {ms(ns)}  {name}', file=sys.stderr)
 
 
 def _flat(prefix, variables):
@@ -242,10 +283,12 @@ def main():
   p.add_argument('--threads', type=int, default=2)
   p.add_argument('--no_compile', action='store_true')
   p.add_argument('--only', default='')
+  p.add_argument('--profile', default='', help='with --worker: trace dir; prints top XLA ops')
   p.add_argument('--worker', default='', help=argparse.SUPPRESS)  # one kd_jax measurement
   p.add_argument('--npz', default='', help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:
+    PROFILE['dir'] = args.profile
     worker(args.worker, args.npz, args.steps)
     return
   if not args.torch_python:
