@@ -124,4 +124,9 @@ def test_one_device_and_eight_devices_give_the_same_params(teacher_workdir, tiny
   assert any('batch_stats' in k for k in results[1]), 'student should have BatchNorm'
   for k in results[1]:
     # BatchNorm statistics included: under jit the batch mean over a sharded batch is global.
-    np.testing.assert_allclose(results[1][k], results[8][k], rtol=2e-4, atol=2e-5)
+    # XLA:CPU's Eigen convs (kd_jax/xla_cpu.py) sum in another order for 16 vs 128 examples per
+    # device, and 4 Adam steps carry that rounding (seen: 6e-5 on a 0.08 weight); a per-device
+    # BatchNorm or a wrong gradient mean moves params by far more than 1e-3 of their scale.
+    scale = float(np.abs(results[1][k]).max())
+    np.testing.assert_allclose(results[1][k], results[8][k], rtol=2e-4, atol=max(2e-5, 1e-3 * scale),
+                               err_msg=k)

