@@ -3,12 +3,12 @@
 jaxlib 0.10 routes convolutions, dots and reductions on the CPU through YNNPACK library fusions
 (`__ynn_fusion` in the optimized HLO) by default. On kd_jax's conv nets they are slower than
 XLA's own Eigen kernels: with YNNPACK off, the four `benchmarks/bench_vs_pytorch.py` workloads
-train 1.2-1.45× faster, and `benchmarks/bench_conv_ops.py` sums each conv's forward + both
-gradients to 157 ms instead of 230 ms (BENCHMARKS.md, "XLA:CPU's YNNPACK fusions"). The flag only
+train 1.13-1.73× faster, and `benchmarks/bench_conv_ops.py` sums each conv's forward + both
+gradients to 157 ms instead of 230 ms (BENCHMARKS.md, "kd_jax against PyTorch"). The flag only
 chooses which kernels compute the same convolutions, so losses agree to float rounding.
 
-XLA reads XLA_FLAGS once, when the first backend is created; `import kd_jax` (first in
-`launch.py`) sets it before then. Flags the user already put in XLA_FLAGS win, and
+XLA reads XLA_FLAGS once, when the first backend is created; `import kd_jax` sets it before
+then if it comes before JAX's first computation (as in `launch.py`). Flags the user already put in XLA_FLAGS win, and
 `KD_JAX_XLA_DEFAULTS=0` turns these defaults off. The `xla_cpu_*` flags do not touch GPU or TPU
 backends.
 """
