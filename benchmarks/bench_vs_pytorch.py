@@ -36,11 +36,9 @@ WORKLOADS = {'classifier_kd': dict(width_teacher=16, width_student=16, batch=128
              'gan_teacher': dict(width_teacher=32, width_student=0, batch=64)}
 
 
-PROFILE = {'dir': '', 'top': 25}  # set by --profile: trace the timed steps, print XLA's top ops
-
-
-def _steps_per_sec(step, state, tree, batch, steps):
-  """kd_jax's rate: 3 warm-up steps (compilation), then `steps` timed ones."""
+def _steps_per_sec(step, state, tree, batch, steps, profile_dir=''):
+  """kd_jax's rate: 3 warm-up steps (compilation), then `steps` timed ones; with `profile_dir`,
+  `steps` more under `jax.profiler.trace`, summarised to stderr."""
   import jax  # pylint: disable=import-outside-toplevel
   key = jax.random.key(0)
   for _ in range(3):
@@ -51,16 +49,16 @@ def _steps_per_sec(step, state, tree, batch, steps):
     state, m = step(state, tree, batch, key)
   jax.block_until_ready((state, m))
   rate = steps / (time.perf_counter() - t0)
-  if PROFILE['dir']:
-    with jax.profiler.trace(PROFILE['dir']):
+  if profile_dir:
+    with jax.profiler.trace(profile_dir):
       for _ in range(steps):
         state, m = step(state, tree, batch, key)
       jax.block_until_ready((state, m))
-    _print_profile(PROFILE['dir'], steps, PROFILE['top'])
+    _print_profile(profile_dir, steps)
   return rate
 
 
-def _print_profile(trace_dir, steps, top):
+def _print_profile(trace_dir, steps, top=25):
   """XLA:CPU's own per-thunk events from the trace, summed by HLO op name, per step (to stderr).
 
   The events of XLA's thunk executor are named after the HLO instructions they run (fusions,
@@ -102,7 +100,7 @@ def _flat(prefix, variables):
   return out
 
 
-def generator_side(cfg, npz, steps):
+def generator_side(cfg, npz):
   """Data-free L1 distillation DCGAN w32 → w4 (latent 64, 28 px): kd_jax's generator_distill step."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -141,10 +139,10 @@ def generator_side(cfg, npz, steps):
   batch = {'image': jnp.zeros((cfg['batch'], 28, 28, 1), jnp.uint8),
            'label': jnp.zeros((cfg['batch'],), jnp.int32)}
   step = jax.jit(functools.partial(generator_distill.train_step, spec=spec), donate_argnums=(0,))
-  return _steps_per_sec(step, state, tree, batch, steps)
+  return step, state, tree, batch
 
 
-def gan_side(cfg, npz, steps):
+def gan_side(cfg, npz):
   """DCGAN G+D width 32 with R1 (γ = 1, every step), Adam 2e-4 β=(0, 0.99): kd_jax's gan step.
   (The npz keys reuse 'student' for G and 'teacher' for D so the checks stay one code path.)"""
   import jax  # pylint: disable=import-outside-toplevel
@@ -181,15 +179,16 @@ def gan_side(cfg, npz, steps):
   spec = gan.Spec(g_mod, d_mod, 64, r1_gamma=1.0, ema_decay=0.999)
   batch = {'image': jnp.asarray(images), 'label': jnp.zeros((cfg['batch'],), jnp.int32)}
   step = jax.jit(functools.partial(gan.train_step, spec=spec), donate_argnums=(0,))
-  return _steps_per_sec(step, state, {}, batch, steps)
+  return step, state, {}, batch
 
 
-def kd_jax_side(name, cfg, npz, steps):
-  """Saves the weights/batch/logits for the torch side; returns kd_jax's step/s."""
+def kd_jax_side(name, cfg, npz):
+  """Saves the weights/batch/logits for the torch side; returns kd_jax's (jitted step, state,
+  teacher tree, batch) to time."""
   if name == 'generator_l1':
-    return generator_side(cfg, npz, steps)
+    return generator_side(cfg, npz)
   if name == 'gan_teacher':
-    return gan_side(cfg, npz, steps)
+    return gan_side(cfg, npz)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -233,7 +232,7 @@ def kd_jax_side(name, cfg, npz, steps):
   tree = d.teacher_tree(teachers)
   batch = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
   step = jax.jit(functools.partial(classification.train_step, spec=spec), donate_argnums=(0,))
-  return _steps_per_sec(step, state, tree, batch, steps)
+  return step, state, tree, batch
 
 
 def _rss_mb() -> float:
@@ -241,12 +240,12 @@ def _rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def worker(name, npz, steps):
+def worker(name, npz, steps, profile_dir=''):
   """One kd_jax measurement in this process: JSON with step/s and memory on the last line."""
   import jax  # pylint: disable=import-outside-toplevel
   import kd_jax.trainers  # pylint: disable=import-outside-toplevel,unused-import
   base = _rss_mb()
-  rate = kd_jax_side(name, WORKLOADS[name], npz, steps)
+  rate = _steps_per_sec(*kd_jax_side(name, WORKLOADS[name], npz), steps, profile_dir)
   stats = jax.devices()[0].memory_stats() or {}
   print(json.dumps({'steps_per_sec': rate, 'peak_rss_mb': _rss_mb(), 'import_rss_mb': base,
                     'device_peak_mb': stats.get('peak_bytes_in_use', 0) / 2**20 or None}))
@@ -288,8 +287,7 @@ def main():
   p.add_argument('--npz', default='', help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:
-    PROFILE['dir'] = args.profile
-    worker(args.worker, args.npz, args.steps)
+    worker(args.worker, args.npz, args.steps, args.profile)
     return
   if not args.torch_python:
     print('bench_vs_pytorch: skipped (pass --torch_python or set KD_JAX_TORCH_PYTHON to a Python '
