@@ -1,5 +1,6 @@
 """kd_jax against PyTorch on the same networks and steps (issue 13): classifier KD, classifier
-from scratch, data-free L1 generator distillation, the DCGAN teacher (G+D with R1).
+from scratch, data-free L1 generator distillation, the DCGAN teacher (G+D with R1), the EDM
+diffusion teacher's denoising step and its output distillation into a narrower U-Net.
 
 For each workload: kd_jax builds and initialises its networks, saves the weights, a fixed batch and
 its eval-mode logits to an .npz; `torch_side.py` (run by `--torch_python`, a Python with torch;
@@ -14,8 +15,6 @@ on an accelerator kd_jax's device peak (`memory_stats()['peak_bytes_in_use']`) t
 
   .venv/bin/python benchmarks/bench_vs_pytorch.py --torch_python /path/to/torch-venv/bin/python \
       [--reps 3] [--steps 30] [--threads 2] [--no_compile]
-
-Not yet here: the diffusion workloads of issue 13.
 """
 import argparse
 import functools
@@ -33,7 +32,12 @@ sys.path.insert(0, os.path.dirname(HERE))
 WORKLOADS = {'classifier_kd': dict(width_teacher=16, width_student=16, batch=128),
              'classifier_scratch': dict(width_teacher=0, width_student=16, batch=128),
              'generator_l1': dict(width_teacher=32, width_student=4, batch=64),
-             'gan_teacher': dict(width_teacher=32, width_student=0, batch=64)}
+             'gan_teacher': dict(width_teacher=32, width_student=0, batch=64),
+             # The Fashion-MNIST EDM configs' U-Nets (configs/fashion_mnist/common.py) at batch 64.
+             'edm_teacher': dict(teacher=None, student=dict(channels=16, channel_mult=(1, 2, 4)),
+                                 batch=64),
+             'edm_compress': dict(teacher=dict(channels=16, channel_mult=(1, 2, 4)),
+                                  student=dict(channels=8, channel_mult=(1, 2, 2)), batch=64)}
 
 
 def _steps_per_sec(step, state, tree, batch, steps, profile_dir=''):
@@ -182,6 +186,63 @@ def gan_side(cfg, npz):
   return step, state, {}, batch
 
 
+def diffusion_side(cfg, npz):
+  """EDM denoiser training (`edm_teacher`: target x) or output KD into a narrower U-Net
+  (`edm_compress`: target D_t(x_σ; σ), teacher frozen): kd_jax's diffusion step, λ(σ)-weighted L2,
+  Adam 1e-3, the student's EMA (0.999 after warm-up). Params are jittered away from their zero
+  inits before saving, so the output check exercises every layer."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
+  from kd_jax.data import augment  # pylint: disable=import-outside-toplevel
+  from kd_jax.distill import core  # pylint: disable=import-outside-toplevel
+  from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
+  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
+  from kd_jax.trainers import diffusion  # pylint: disable=import-outside-toplevel
+  unet = lambda arch: models.get('edm_unet', img_channels=1, num_blocks=1, **arch)
+  x0, s0 = jnp.zeros((1, 28, 28, 1)), jnp.ones((1,))
+
+  def jittered(variables, seed):
+    leaves, treedef = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [a + 0.05 * jax.random.normal(k, a.shape)
+                                        for a, k in zip(leaves, keys)])
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (cfg['batch'], 28, 28, 1)).astype(np.uint8)
+  x = np.asarray(augment.normalize(images[:8]))
+  sigma = np.exp(rng.normal(-1.2, 1.2, 8)).astype(np.float32)
+  arrays = {'batch': cfg['batch'], 'images': x, 'sigma': sigma,
+            'student_arch': json.dumps(cfg['student']), 'teacher_arch': json.dumps(cfg['teacher'])}
+  teachers, t_mod, target = [], None, {}
+  if cfg['teacher']:
+    t_mod = unet(cfg['teacher'])
+    t_vars = jittered(t_mod.init(jax.random.key(1), x0, s0), 1)
+    teachers = [core.Frozen(t_mod, t_vars)]
+    target = {'target_images': 'teacher_images'}
+    arrays.update(_flat('teacher', t_vars))
+    arrays['teacher_logits'] = np.asarray(t_mod.apply(t_vars, x, sigma))
+    arrays['kd_jax_teacher_params'] = cost.param_count(t_vars['params'])
+  s_mod = unet(cfg['student'])
+  composite = losses.compose([{'name': 'weighted_l2', 'weight': 1.0, 'inputs': target}])
+  d = core.build(s_mod, teachers, composite.required_keys, output='images', example=x0,
+                 call_kwargs={'sigma': s0, 'labels': None})
+  params, model_state = d.init(jax.random.key(0), x0, sigma=s0, labels=None)
+  params = {**params, 'student': jittered(params['student'], 0)}
+  arrays.update(_flat('student', {'params': params['student']}))
+  arrays['student_logits'] = np.asarray(s_mod.apply({'params': params['student']}, x, sigma))
+  arrays['kd_jax_student_params'] = cost.param_count(params['student'])
+  np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
+  spec = diffusion.Spec('compress' if teachers else 'teacher', d, composite, t_mod, 0, 0.999)
+  state = diffusion.DiffusionState(
+      TrainState.create(params=params, model_state=model_state, tx=optax.adam(1e-3)),
+      ema=jax.tree.map(jnp.copy, params['student']), target={}, fake={})  # own buffers: donated
+  batch = {'image': jnp.asarray(images), 'label': jnp.zeros((cfg['batch'],), jnp.int32)}
+  step = jax.jit(functools.partial(diffusion.train_step, spec=spec), donate_argnums=(0,))
+  return step, state, d.teacher_tree(teachers), batch
+
+
 def kd_jax_side(name, cfg, npz):
   """Saves the weights/batch/logits for the torch side; returns kd_jax's (jitted step, state,
   teacher tree, batch) to time."""
@@ -189,6 +250,8 @@ def kd_jax_side(name, cfg, npz):
     return generator_side(cfg, npz)
   if name == 'gan_teacher':
     return gan_side(cfg, npz)
+  if name.startswith('edm_'):
+    return diffusion_side(cfg, npz)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel

@@ -221,6 +221,154 @@ def gan_main(args, a):
   return step, check
 
 
+def _groups(c):
+  return max(1, min(32, c // 4))  # kd_jax.models.unet._groups
+
+
+class UNetResBlock(nn.Module):
+  """kd_jax's unet.ResBlock: GN → SiLU → conv → +emb shift → GN → SiLU → conv, skip, /√2."""
+
+  def __init__(self, cin, cout, emb_dim):
+    super().__init__()
+    # Flax's GroupNorm: ε = 1e-6 (PyTorch's default is 1e-5).
+    self.norm0, self.norm1 = nn.GroupNorm(_groups(cin), cin, 1e-6), nn.GroupNorm(_groups(cout), cout, 1e-6)
+    self.conv0, self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1), nn.Conv2d(cout, cout, 3, 1, 1)
+    self.emb = nn.Linear(emb_dim, cout)
+    self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+  def forward(self, x, emb):
+    h = self.conv0(F.silu(self.norm0(x))) + self.emb(emb)[:, :, None, None]
+    h = self.conv1(F.silu(self.norm1(h)))
+    return (h + (self.skip(x) if self.skip is not None else x)) * (1.0 / np.sqrt(2.0))
+
+
+class EDMUNet(nn.Module):
+  """kd_jax's edm_unet (num_blocks 1, no attention, unconditional): EDM preconditioning around a
+  stem, per level an encoder block (+ 2×2 average pool), two middle blocks, per level two decoder
+  blocks on skip concatenations (+ nearest ×2 and a 3×3 conv), GN → SiLU → 3×3 out."""
+
+  def __init__(self, channels, channel_mult, sigma_data=0.5):
+    super().__init__()
+    self.c, self.mult, self.sigma_data = channels, tuple(channel_mult), sigma_data
+    e = 4 * channels
+    self.emb0, self.emb1 = nn.Linear(channels, e), nn.Linear(e, e)
+    self.stem = nn.Conv2d(1, channels * self.mult[0], 3, 1, 1)
+    self.blocks, widths, cin = nn.ModuleDict(), [channels * self.mult[0]], channels * self.mult[0]
+    for lvl, m in enumerate(self.mult):
+      self.blocks[f'enc{lvl}_0'] = UNetResBlock(cin, channels * m, e)
+      cin = channels * m
+      widths += [cin] + ([cin] if lvl < len(self.mult) - 1 else [])
+    self.blocks['mid0'] = UNetResBlock(cin, cin, e)
+    self.blocks['mid1'] = UNetResBlock(cin, cin, e)
+    self.ups = nn.ModuleDict()
+    for lvl in reversed(range(len(self.mult))):
+      for b in range(2):
+        self.blocks[f'dec{lvl}_{b}'] = UNetResBlock(cin + widths.pop(), channels * self.mult[lvl], e)
+        cin = channels * self.mult[lvl]
+      if lvl > 0:
+        self.ups[f'up{lvl}'] = nn.Conv2d(cin, channels * self.mult[lvl - 1], 3, 1, 1)
+        cin = channels * self.mult[lvl - 1]
+    self.out_norm = nn.GroupNorm(_groups(cin), cin, 1e-6)
+    self.out = nn.Conv2d(cin, 1, 3, 1, 1)
+
+  def forward(self, x, sigma):
+    sd = self.sigma_data
+    c_in = (sigma ** 2 + sd ** 2).rsqrt()
+    c_skip, c_out, c_noise = sd ** 2 * c_in ** 2, sigma * sd * c_in, sigma.log() / 4
+    half = self.c // 2
+    freqs = torch.exp(-np.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    a = c_noise[:, None] * freqs[None]
+    emb = F.silu(self.emb1(F.silu(self.emb0(torch.cat([a.cos(), a.sin()], -1)))))
+    bc = lambda c: c[:, None, None, None]
+    h = self.stem(bc(c_in) * x)
+    skips = [h]
+    for lvl in range(len(self.mult)):
+      h = self.blocks[f'enc{lvl}_0'](h, emb)
+      skips.append(h)
+      if lvl < len(self.mult) - 1:
+        h = F.avg_pool2d(h, 2)
+        skips.append(h)
+    h = self.blocks['mid1'](self.blocks['mid0'](h, emb), emb)
+    for lvl in reversed(range(len(self.mult))):
+      for b in range(2):
+        h = self.blocks[f'dec{lvl}_{b}'](torch.cat([h, skips.pop()], 1), emb)
+      if lvl > 0:
+        h = self.ups[f'up{lvl}'](F.interpolate(h, scale_factor=2, mode='nearest'))
+    f = self.out(F.silu(self.out_norm(h)))
+    return bc(c_skip) * x + bc(c_out) * f
+
+
+def load_unet(m, a, prefix):
+  """kd_jax's flax names (`<prefix>/<module>/<layer>/kernel`) → the U-Net's tensors."""
+  t = lambda k: torch.from_numpy(np.ascontiguousarray(a[f'{prefix}/{k}']))
+  conv = lambda c, k: (setattr(c.weight, 'data', t(f'{k}/kernel').permute(3, 2, 0, 1).contiguous()),
+                       setattr(c.bias, 'data', t(f'{k}/bias')))
+  dense = lambda d, k: (setattr(d.weight, 'data', t(f'{k}/kernel').T.contiguous()),
+                        setattr(d.bias, 'data', t(f'{k}/bias')))
+  norm = lambda g, k: (setattr(g.weight, 'data', t(f'{k}/scale')), setattr(g.bias, 'data', t(f'{k}/bias')))
+  dense(m.emb0, 'emb0')
+  dense(m.emb1, 'emb1')
+  conv(m.stem, 'stem')
+  for name, blk in m.blocks.items():
+    norm(blk.norm0, f'{name}/norm0')
+    norm(blk.norm1, f'{name}/norm1')
+    conv(blk.conv0, f'{name}/conv0')
+    conv(blk.conv1, f'{name}/conv1')
+    dense(blk.emb, f'{name}/emb')
+    if blk.skip is not None:
+      conv(blk.skip, f'{name}/skip')
+  for name, up in m.ups.items():
+    conv(up, f'{name}/conv')
+  norm(m.out_norm, 'out_norm')
+  conv(m.out, 'out')
+
+
+def diffusion_main(args, a):
+  """EDM's denoising step (edm_teacher: target x) or output KD from a frozen U-Net (edm_compress:
+  target D_t(x_σ; σ)): ln σ ~ N(−1.2, 1.2²), λ(σ)-weighted L2, Adam 1e-3, the student's EMA."""
+  import json as _json  # pylint: disable=import-outside-toplevel
+  arch = lambda who: _json.loads(str(a[f'{who}_arch']))
+  student = EDMUNet(**arch('student'))
+  load_unet(student, a, 'student')
+  teacher = None
+  if arch('teacher'):
+    teacher = EDMUNet(**arch('teacher'))
+    load_unet(teacher, a, 'teacher')
+    for q in teacher.parameters():
+      q.requires_grad_(False)
+  x, sigma = torch.from_numpy(a['images'].transpose(0, 3, 1, 2).copy()), torch.from_numpy(a['sigma'])
+  check = {}
+  with torch.no_grad():
+    for who, m in (('student', student), ('teacher', teacher)):
+      if m is not None:
+        out = m(x, sigma).permute(0, 2, 3, 1)
+        check[f'{who}_max_abs_diff'] = float((out - torch.from_numpy(a[f'{who}_logits'])).abs().max())
+        check[f'{who}_params'] = sum(q.numel() for q in m.parameters())
+  opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+  ema = [q.detach().clone() for q in student.parameters()]
+  images = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (int(a['batch']), 1, 28, 28))
+                            .astype(np.float32))
+  sd = 0.5
+
+  def step():
+    s = torch.exp(-1.2 + 1.2 * torch.randn(images.shape[0]))
+    x_s = images + s[:, None, None, None] * torch.randn_like(images)
+    if teacher is not None:
+      with torch.no_grad():
+        target = teacher(x_s, s)
+    else:
+      target = images
+    weight = (s ** 2 + sd ** 2) / (s * sd) ** 2
+    loss = (weight * (student(x_s, s) - target).pow(2).mean((1, 2, 3))).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+      torch._foreach_lerp_(ema, list(student.parameters()), 0.001)  # ema ← 0.999·ema + 0.001·θ
+    return loss
+  return compiled(step, args), check
+
+
 def load(module, arrays, prefix):
   """kd_jax names (`<prefix>/<flax path>`) → this module's tensors."""
   def convbn(m, path):
@@ -281,8 +429,10 @@ def main():
   args = p.parse_args()
   torch.set_num_threads(args.threads)
   a = dict(np.load(args.npz))
-  if args.workload in ('generator_l1', 'gan_teacher'):
-    step, check = (generator_main if args.workload == 'generator_l1' else gan_main)(args, a)
+  mains = {'generator_l1': generator_main, 'gan_teacher': gan_main,
+           'edm_teacher': diffusion_main, 'edm_compress': diffusion_main}
+  if args.workload in mains:
+    step, check = mains[args.workload](args, a)
     _report(steps_per_sec(step, args), check)
     return
   width_s, width_t = int(a['width_student']), int(a['width_teacher'])

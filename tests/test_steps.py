@@ -214,3 +214,38 @@ def test_generator_l1_steps_pull_the_student_onto_the_teachers_images():
   # Seeds 0-3 (of both networks) measured 0.32-0.68× the L1 and +3.6 to +9.4 dB.
   assert l1_end < 0.8 * l1_init and psnr_end > psnr_init + 2.0, (l1_init, l1_end, psnr_init,
                                                                   psnr_end)
+
+
+def test_generator_distill_ema_follows_the_gan_trainers_rule_and_is_what_is_exported():
+  """ema_decay > 0: after each step the EMA is decay_t·EMA + (1 − decay_t)·θ with the warm-up
+  decay_t = min(d, (1 + t)/(10 + t)) (the GAN trainer's G_ema), and the export is that EMA."""
+  gen = lambda width: models.get('dcgan_generator', latent_dim=8, width=width, resolution=28,
+                                 channels=1)
+  z0 = jnp.zeros((1, 8), jnp.float32)
+  teacher = core.Frozen(gen(4), _random_variables(gen(4), z0, None))
+  composite = losses.compose([('l1', 1.0, {})])
+  distiller = core.build(gen(2), [teacher], composite.required_keys, output='images', example=z0,
+                         call_kwargs={'labels': None})
+  spec = generator_distill.Spec(distiller, composite, latent_dim=8, ema_decay=0.9)
+  params, model_state = distiller.init(jax.random.key(0), z0, labels=None)
+  ema0 = jax.tree.map(jnp.copy, {'params': params['student'], **model_state['student']})
+  state = generator_distill.DistillState(
+      TrainState.create(params=params, model_state=model_state, tx=optax.adam(3e-2)), None, ema0)
+  tree = distiller.teacher_tree([teacher])
+  batch = {'image': jnp.zeros((16, 28, 28, 1), jnp.uint8), 'label': jnp.zeros((16,), jnp.int32)}
+  step = jax.jit(functools.partial(generator_distill.train_step, spec=spec))
+  expected = _flat(ema0['params'])
+  for t in range(3):
+    state, _ = step(state, tree, batch, jax.random.key(0))
+    decay = min(0.9, (1.0 + t) / (10.0 + t))
+    now = _flat(state.student.params['student'])
+    expected = {k: decay * v + (1.0 - decay) * now[k] for k, v in expected.items()}
+  got = _flat(state.ema['params'])
+  for k, v in expected.items():
+    np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+  # Trained weights moved away from the EMA, and the export carries the EMA (and the stats).
+  assert any(not np.allclose(got[k], now[k]) for k in got)
+  exported = generator_distill.export(state)['generator']
+  assert _flat(exported['params']).keys() == got.keys()
+  assert all(np.array_equal(_flat(exported['params'])[k], got[k]) for k in got)
+  assert set(exported) == {'params', *model_state['student']}

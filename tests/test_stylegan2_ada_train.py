@@ -110,3 +110,29 @@ def test_distilled_student_exports_to_an_official_state_dict(sg2_student, tiny_d
                         timeout=300)
   assert proc.returncode != 0 and 'already holds checkpoints' in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_data_variant_is_the_scratch_recipe_plus_the_distillation_terms():
+  """`stylegan2_distill.py:data` must differ from `stylegan2_scratch_student.py` only by the
+  teacher's terms, or "distilled vs scratch at equal steps" would compare recipes instead."""
+  from conftest import load_config  # pylint: disable=import-outside-toplevel
+  from configs.fashion_mnist import stylegan2_distill  # pylint: disable=import-outside-toplevel
+  dist = load_config('fashion_mnist/stylegan2_distill.py', 'data')
+  scratch = load_config('fashion_mnist/stylegan2_scratch_student.py', None)
+  assert dist.mode == 'data' and dist.model == scratch.generator
+  assert dist.adversarial.discriminator == scratch.discriminator
+  assert dist.total_steps == scratch.total_steps and dist.data.batch_size == scratch.data.batch_size
+  assert dist.ema_decay == scratch.ema_decay > 0
+  assert (dist.adversarial.r1_gamma, dist.adversarial.r1_every) == (scratch.r1_gamma,
+                                                                    scratch.r1_every)
+  for ours, theirs in ((dist.optimizer, scratch.g_optimizer),
+                       (dist.adversarial.optimizer, scratch.d_optimizer)):
+    for field in ('name', 'learning_rate', 'schedule', 'b1', 'b2'):
+      assert ours[field] == theirs[field], field
+  weights = {(t['label'] if isinstance(t, dict) and t.get('label') else
+              t['name'] if isinstance(t, dict) else t[0]):
+             (t['weight'] if isinstance(t, dict) else t[1]) for t in dist.losses}
+  assert weights == {'l1': stylegan2_distill.DATA_KD_WEIGHT,
+                     'lpips': stylegan2_distill.DATA_KD_WEIGHT,
+                     'feat_b16': stylegan2_distill.DATA_KD_WEIGHT,
+                     'relation_kl': stylegan2_distill.DATA_KD_WEIGHT, 'gan_ns_g': 1.0}

@@ -9,6 +9,12 @@ StyleGAN2-ADA D (trained from scratch with the teacher's D recipe, R1 every step
 and the student gets the non-saturating loss at weight 0.05 (GAN-compression recipes pair the
 per-sample regressions with it so the student stays sharp instead of averaging).
 
+`:data` is the scratch student's recipe plus distillation (as GAN-compression recipes for StyleGAN2
+do): D learns real images against the student's (mode 'data', the teacher's D recipe with lazy R1
+every 16 steps), the student gets the non-saturating loss at weight 1 with the teacher's G
+optimizer and G EMA, and every distillation term above at weight `DATA_KD_WEIGHT`. Against
+`stylegan2_scratch_student.py` at equal steps this measures what the teacher adds.
+
 Command (the teacher and the FID classifier are the shipped ones; point `teacher.checkpoint` at
 your own stylegan2_teacher run or an imported official G to distil that instead):
   python launch.py --config configs/fashion_mnist/stylegan2_distill.py --workdir workdirs/fm_sg2_distill
@@ -21,12 +27,14 @@ from kd_jax.trainers import generator_distill
 FROZEN = {'student_features': 'frozen_student_features',
           'teacher_features': 'frozen_teacher_features'}
 D_LAYERS = ['b32/conv1', 'b16/conv1', 'b8/conv1']
+DATA_KD_WEIGHT = 0.25  # `:data`: the distillation terms' weight beside the GAN loss at 1
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   l1, arg = common.split_variant(arg, 'l1')
   gan, arg = common.split_variant(arg, 'gan')
-  variant = 'l1' if l1 else 'gan' if gan else ''
+  data, arg = common.split_variant(arg, 'data')
+  variant = 'l1' if l1 else 'gan' if gan else 'data' if data else ''
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
   c = generator_distill.default_config()
@@ -46,15 +54,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ]
     c.frozen_net.kind = 'teacher_discriminator'
     c.frozen_net.layers = list(D_LAYERS)
+  recipe = stylegan2_teacher.get_config()  # the teacher's (and scratch student's) GAN recipe
+  if variant == 'data':
+    c.losses = [dict(t, weight=DATA_KD_WEIGHT) if isinstance(t, dict)
+                else (t[0], DATA_KD_WEIGHT, t[2]) for t in c.losses]
+    c.losses += [('gan_ns_g', 1.0, {})]
+    c.mode = 'data'
+    c.adversarial.r1_every = recipe.r1_every
+    c.ema_decay = recipe.ema_decay
   if variant == 'gan':
     c.losses += [('gan_ns_g', 0.05, {})]
+  if variant in ('gan', 'data'):
     c.adversarial.discriminator = dict(common.TINY_SG2_DISCRIMINATOR if tiny
                                        else common.SG2_DISCRIMINATOR)
-    recipe = stylegan2_teacher.get_config()  # the teacher's D recipe: γ, lr, β
     c.adversarial.r1_gamma = recipe.r1_gamma
     c.adversarial.optimizer.update(dict(learning_rate=recipe.d_optimizer.learning_rate,
                                         b1=recipe.d_optimizer.b1, b2=recipe.d_optimizer.b2))
   c.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='cosine', b1=0.5, b2=0.99))
+  if variant == 'data':
+    c.optimizer.update(dict(learning_rate=recipe.g_optimizer.learning_rate, schedule='constant',
+                            b1=recipe.g_optimizer.b1, b2=recipe.g_optimizer.b2))
   c.data.batch_size = 32
   c.total_steps = stylegan2_scratch_student.STUDENT_STEPS
   c.eval_every = 1000

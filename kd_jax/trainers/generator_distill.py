@@ -15,6 +15,9 @@ of the outputs dict (`kd_jax.keys`):
                                        trained to tell teacher samples (data-free mode) or real images
                                        (data mode) from student samples.
 
+With `config.ema_decay` > 0 an exponential moving average of the student's weights (the GAN
+trainer's G_ema rule) is what is evaluated and exported, as for a GAN trained from scratch.
+
 Three pytrees: the student (exported), extras (adapters + the adversarial discriminator: trained,
 checkpointed, never exported), the teacher (frozen, an argument of the step, never checkpointed).
 """
@@ -49,6 +52,7 @@ FROZEN_KINDS = ('none', 'teacher_discriminator', 'classifier')
 class DistillState:
   student: TrainState        # params = {'student': ..., 'extras': {'adapters': ...}}
   disc: TrainState | None    # adversarial discriminator (extras; never exported)
+  ema: PyTree = None         # ema_decay > 0: {'params', **model_state} of the student's EMA
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -59,13 +63,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.teacher = common.teacher_config()
   c.frozen_net = ml_collections.ConfigDict(dict(kind='none', checkpoint='', layers=[]))
   c.adversarial = ml_collections.ConfigDict(dict(
-      discriminator={'name': 'dcgan_discriminator'}, r1_gamma=1.0,
+      discriminator={'name': 'dcgan_discriminator'}, r1_gamma=1.0, r1_every=1,
       optimizer=optim.default_optimizer_config()))
   c.adversarial.optimizer.update(dict(name='adam', learning_rate=2e-4, schedule='constant', b1=0.0,
                                       b2=0.99))
   c.losses = [('l1', 1.0, {})]
   c.adapter = 'conv1x1'
   c.optimizer = optim.default_optimizer_config()
+  # > 0: evaluate and export an EMA of the student (a GAN's G_ema rule); 0: its own weights.
+  c.ema_decay = 0.0
   c.eval = gan.default_eval_config()
   c.eval.num_pairs = 2000
   return c
@@ -80,6 +86,8 @@ class Spec:
   data_mode: bool = False        # real images (not teacher samples) are D's "real" class
   disc: nn.Module | None = None  # the adversarial discriminator, when a term reads fake_logits
   r1_gamma: float = 1.0
+  r1_every: int = 1              # > 1: lazy R1 (StyleGAN2's 16)
+  ema_decay: float = 0.0         # > 0: keep an EMA of the student (evaluated and exported)
 
 
 def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *, spec: Spec
@@ -102,7 +110,7 @@ def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *
     real = augment.normalize(batch['image']) if spec.data_mode else t_out['teacher_images']
     real_y = batch['label'] if (spec.data_mode and spec.num_classes) else y
     disc, d_metrics = gan_parts.d_update(disc, spec.disc, real, jax.lax.stop_gradient(fake),
-                                         real_y, r1_gamma=spec.r1_gamma)
+                                         real_y, r1_gamma=spec.r1_gamma, r1_every=spec.r1_every)
     metrics.update(d_metrics)
 
   def loss_fn(params):
@@ -117,7 +125,14 @@ def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *
 
   (total, (terms, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
   metrics.update({'loss': total, **terms})
-  return DistillState(student=st.apply_gradients(grads, model_state), disc=disc), metrics
+  new = st.apply_gradients(grads, model_state)
+  ema = state.ema
+  if spec.ema_decay > 0:
+    # The GAN trainer's warm-up rule, so the average is not dominated by the random init early.
+    decay = jnp.minimum(spec.ema_decay, (1.0 + st.step) / (10.0 + st.step))
+    ema = {'params': gan_parts.ema(state.ema['params'], new.params['student'], decay),
+           **new.model_state['student']}
+  return DistillState(student=new, disc=disc, ema=ema), metrics
 
 
 def _critic(config: ml_collections.ConfigDict, required: frozenset[str], x0: Array,
@@ -158,8 +173,14 @@ def build_spec(config: ml_collections.ConfigDict, teacher: Any, image_shape: tup
   disc = (config_utils.build_model(config.adversarial.discriminator,
                                    'config.adversarial.discriminator')
           if 'fake_logits' in required else None)
+  config_utils.check_count(config.adversarial.r1_every, 'config.adversarial.r1_every',
+                           meaning='D steps per R1 penalty (1: every step; StyleGAN2 uses 16)')
+  if not 0.0 <= float(config.ema_decay) < 1.0:
+    raise errors.ConfigError(f'config.ema_decay={config.ema_decay} must lie in [0, 1) (0: no EMA; '
+                             'a GAN recipe uses e.g. 0.999).')
   return Spec(distiller, composite, zdim, num_classes, config.mode == 'data', disc,
-              float(config.adversarial.r1_gamma)), critic_net
+              float(config.adversarial.r1_gamma), int(config.adversarial.r1_every),
+              float(config.ema_decay)), critic_net
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -186,7 +207,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       disc = TrainState.create(params=d_vars['params'],
                              model_state={k: v for k, v in d_vars.items() if k != 'params'},
                              tx=d_tx)
-    return DistillState(TrainState.create(params=params, model_state=model_state, tx=tx), disc)
+    ema = None
+    if spec.ema_decay > 0:
+      ema = jax.tree.map(jnp.copy, {'params': params['student'], **model_state['student']})
+    return DistillState(TrainState.create(params=params, model_state=model_state, tx=tx), disc,
+                        ema)
 
   teacher_tree = parallel.place_teacher(spec.distiller.teacher_tree([teacher], critic_net), run.mesh)
   evaluation = distill_eval.DistillEvaluation(config, workdir, run, spec.distiller.student,
@@ -205,6 +230,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def export(state: DistillState) -> PyTree:
-  """Only the student generator; adapters and the adversarial D stay in the training state."""
-  return {'generator': {'params': state.student.params['student'],
-                        **state.student.model_state['student']}}
+  """Only the student generator (its EMA if kept); adapters and the adversarial D stay in the
+  training state."""
+  return {'generator': distill_eval.student_variables(state)}

@@ -14,6 +14,14 @@ from kd_jax import teacher as teacher_lib
 from kd_jax.trainers import common, gan_parts, gen_eval
 
 
+def student_variables(state: Any) -> Any:
+  """The generator that is evaluated and exported: the student's EMA if the run keeps one
+  (`config.ema_decay` > 0), else the student itself."""
+  if state.ema is not None:
+    return state.ema
+  return {'params': state.student.params['student'], **state.student.model_state['student']}
+
+
 def restore_generator_teacher(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
                               ) -> teacher_lib.Teacher:
   """The frozen teacher G (a GAN run's G_ema): same resolution as the data, same latent size."""
@@ -63,8 +71,7 @@ class DistillEvaluation:
     self._grid_t = np.asarray(self._gen_t(self._t_host, self._grid_z, self._grid_y, self._key))
 
   def _student_vars(self, state: Any) -> Any:
-    return parallel.fetch({'params': state.student.params['student'],
-                           **state.student.model_state['student']})
+    return parallel.fetch(student_variables(state))
 
   def evaluate(self, state: Any, step: int, writer: Any) -> dict[str, float]:
     grid_s = np.asarray(self._gen_s(self._student_vars(state), self._grid_z, self._grid_y,
