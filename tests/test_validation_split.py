@@ -35,3 +35,16 @@ def test_a_record_from_before_a_field_existed_matches_its_old_behaviour():
   assert run_identity.differences(old, {'seed': 0, 'compute_dtype': 'bfloat16'}) == [
       "config.compute_dtype: <unset> in the run, 'bfloat16' now"]
   assert run_identity.differences({'seed': 0}, {}) != []
+
+
+def test_few_data_students_share_the_first_tenth_of_the_training_part(tiny_data_dir):
+  from configs.fashion_mnist import kd_student, scratch_student, teacher  # pylint: disable=import-outside-toplevel
+  scratch, kd = scratch_student.get_config('few,tiny'), kd_student.get_config('few,tiny')
+  assert scratch.data.to_dict() == kd.data.to_dict()  # the comparison is on the same images
+  assert teacher.get_config('val,tiny').data.train_split == fm_common.VALIDATION['train_split']
+  few = data.get_source('fashion_mnist', scratch.data.train_split, data_dir=tiny_data_dir)
+  train = data.get_source('fashion_mnist', fm_common.VALIDATION['train_split'],
+                          data_dir=tiny_data_dir)
+  assert len(few) == round(TINY_TRAIN * 0.09)  # 10% of the 90% training part: 5,400 of 60k
+  assert (few[len(few) - 1]['image'] == train[len(few) - 1]['image']).all()  # its first images
+  assert scratch.data.eval_split == fm_common.VALIDATION['eval_split']  # never trained on

@@ -65,6 +65,17 @@ def use_validation(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   return config
 
 
+# The data-limited setting (KD's classic regime, Hinton et al. 2015 §3): the student sees only the
+# first 10% of the training part (5,400 images with their labels); validation and test as above.
+FEW_DATA = dict(VALIDATION, train_split='train[:9%]')
+
+
+def use_few_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Train on `train[:9%]` (10% of the training part), validate on `train[90%:]`, test once."""
+  config.data.update(FEW_DATA)
+  return config
+
+
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The same run in seconds: a few steps of small batches (tests and smoke checks)."""
   config.total_steps = 6

@@ -9,6 +9,7 @@ Command (after the teacher run):
   python launch.py --config configs/fashion_mnist/kd_student.py --workdir workdirs/fm_kd \
       --config.teacher.checkpoint=workdirs/fm_teacher --config.seed=0
 Expected: beats the scratch student (README "Fashion-MNIST study": mean ± std over 3 seeds).
+`:few`: the data-limited setting of `scratch_student.py:few` (teacher: `teacher.py:val`).
 Runtime on 2 CPU cores: see README (measured); `:tiny` runs in seconds.
 """
 import ml_collections
@@ -17,8 +18,8 @@ from configs.fashion_mnist import common, scratch_student
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = scratch_student.get_config(arg)
+  c = scratch_student.get_config(arg)  # `:few` included: the same data as the scratch student
   c.teacher.checkpoint = 'workdirs/fm_teacher'
-  c.teacher.model = common.teacher_model(common.parse_arg(arg))
+  c.teacher.model = common.teacher_model(common.parse_arg(common.split_variant(arg, 'few')[1]))
   c.losses = [('kd', 0.5, {'temperature': 2.0}), ('ce', 0.5, {})]
   return c
