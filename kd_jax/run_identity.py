@@ -35,6 +35,8 @@ ADDED_DEFAULTS = {
     # autoencoder runs before paired image-to-image targets and their FID
     'target.kind': 'identity', 'eval.classifier_checkpoint': '', 'eval.feature_layer': 'features',
     'eval.feature_fn': '',
+    # generator-distillation runs before the student EMA and lazy R1
+    'ema_decay': 0.0, 'adversarial.r1_every': 1,
 }
 
 

@@ -34,6 +34,9 @@ def test_a_record_from_before_a_field_existed_matches_its_old_behaviour():
   assert run_identity.differences(old, {'seed': 0, 'data.test_split': ''}) == []
   assert run_identity.differences(old, {'seed': 0, 'compute_dtype': 'bfloat16'}) == [
       "config.compute_dtype: <unset> in the run, 'bfloat16' now"]
+  assert run_identity.differences(old, {'seed': 0, 'ema_decay': 0.0,
+                                         'adversarial.r1_every': 1}) == []
+  assert run_identity.differences(old, {'seed': 0, 'ema_decay': 0.999}) != []
   assert run_identity.differences({'seed': 0}, {}) != []
 
 
@@ -48,3 +51,15 @@ def test_few_data_students_share_the_first_tenth_of_the_training_part(tiny_data_
   assert len(few) == round(TINY_TRAIN * 0.09)  # 10% of the 90% training part: 5,400 of 60k
   assert (few[len(few) - 1]['image'] == train[len(few) - 1]['image']).all()  # its first images
   assert scratch.data.eval_split == fm_common.VALIDATION['eval_split']  # never trained on
+
+
+def test_kd_sweep_options_set_temperature_and_alpha_and_refuse_unknown_ones():
+  from configs.fashion_mnist import kd_student  # pylint: disable=import-outside-toplevel
+  c = kd_student.get_config('few,T=4,alpha=0.9,tiny')
+  assert c.losses == [('kd', 0.9, {'temperature': 4.0}), ('ce', 0.1, {})]
+  assert c.data.train_split == fm_common.FEW_DATA['train_split']
+  assert kd_student.get_config('alpha=1,tiny').losses == [('kd', 1.0, {'temperature': 2.0})]
+  with pytest.raises(ValueError, match="unknown config option 'beta'"):
+    kd_student.get_config('few,beta=3')
+  with pytest.raises(ValueError, match='must be in'):
+    kd_student.get_config('alpha=0')

@@ -29,6 +29,22 @@ def split_variant(arg: str | None, variant: str) -> tuple[bool, str | None]:
   return True, ','.join(parts[1:]) or None
 
 
+def split_options(arg: str | None, options: dict) -> tuple[dict, str | None]:
+  """':few,T=4,alpha=0.9,tiny' → ({'T': 4.0, 'alpha': 0.9}, 'few,tiny'): `name=value` parts of the
+  config argument, each converted with `options[name]` (the sweeps' knobs: the CLI cannot override
+  one entry of the `losses` list)."""
+  found, rest = {}, []
+  for part in (arg or '').split(','):
+    name, eq, value = part.partition('=')
+    if not eq:
+      rest.append(part)
+    elif name in options:
+      found[name] = options[name](value)
+    else:
+      raise ValueError(f'unknown config option {name!r} in {arg!r}; use one of {sorted(options)}.')
+  return found, ','.join(p for p in rest if p) or None
+
+
 def edm_base(distill_mode: str, model: dict) -> ml_collections.ConfigDict:
   """Shared base of the diffusion configs: the trainer's defaults, the mode, the model, the
   shipped classifier for FID; `:tiny` shrinks it to seconds (2-step sampling everywhere)."""
