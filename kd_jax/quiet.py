@@ -4,7 +4,8 @@ Hidden unless `--verbosity` is given (then everything shows, as absl would):
   - INFO lines of orbax/clu/TFDS (absl verbosity WARNING);
   - known harmless WARNINGs: orbax's "Metadata file does not exist" (older exports carry no
     metadata file) and "Waiting for previous save to complete" (an asynchronous save still
-    running), TFDS's "OpenCV is not installed" (PIL decodes the PNGs);
+    running), TFDS's "OpenCV is not installed" (PIL decodes the PNGs) and "Variant folder ... has
+    no dataset_info.json" (logged while kd_jax builds the dataset for the first time);
   - TensorFlow's and oneDNN's C++ start-up lines (TF_CPP_MIN_LOG_LEVEL=2, set before TensorFlow is
     imported) and scipy's LinAlgWarning from a singular covariance in tiny FID samples.
 """
@@ -21,6 +22,7 @@ NOISE = (
     re.compile(r'Metadata file does not exist'),
     re.compile(r'Waiting for previous save to complete'),
     re.compile(r'OpenCV is not installed'),
+    re.compile(r'Variant folder .* has no dataset_info\.json'),
 )
 
 

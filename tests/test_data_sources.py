@@ -233,3 +233,14 @@ def test_cached_and_decoding_sources_give_the_same_train_stream(built):
     a, b = (next(it) for it in streams)
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
+
+
+def test_first_build_prints_only_kd_jax_lines(tmp_path, capfd):
+  # TFDS's bold "Downloading and preparing dataset Unknown size" lines would claim a download.
+  idx_dir = tmp_path / 'idx'
+  idx_dir.mkdir()
+  write_fake_idx_dir(idx_dir)
+  fashion_mnist.build(str(tmp_path / 'tfds'), str(idx_dir))
+  out = [l for l in capfd.readouterr().out.splitlines() if l.strip()]
+  assert out and all(l.startswith('[kd_jax]') for l in out), out
+  assert any('is ready in' in l for l in out)

@@ -18,6 +18,7 @@ def test_filter_drops_only_the_known_noise():
   assert not f.filter(_record('Metadata file does not exist: /w/checkpoints/4/export/_CHECKPOINT'))
   assert not f.filter(_record('Waiting for previous save to complete (asynchronous save).'))
   assert not f.filter(_record('OpenCV is not installed. We recommend using OpenCV'))
+  assert not f.filter(_record('Variant folder /d/fashion_mnist/3.0.1 has no dataset_info.json'))
   assert f.filter(_record('kd_jax: the teacher cache was rebuilt'))
 
 

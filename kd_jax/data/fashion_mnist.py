@@ -138,6 +138,14 @@ class OfflineFashionMNIST(tfds_mnist.FashionMNIST, skip_registration=True):
           name=split, gen_kwargs=dict(num_examples=num_examples, **paths)))
     return generators
 
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and
+  # prepared" in bold to stdout; nothing is downloaded here and `build` prints its own two lines.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
 
 def build(data_dir: str | None, source_dir: str | None = None) -> None:
   """Writes `fashion_mnist` as array_record into `data_dir` from the IDX files in `source_dir`.
@@ -177,6 +185,7 @@ def build(data_dir: str | None, source_dir: str | None = None) -> None:
         flush=True)
   try:
     builder.download_and_prepare(download_dir=scratch, file_format='array_record')
+    print(f'[kd_jax] fashion_mnist is ready in {builder.data_dir}', flush=True)
   except errors.KDError:
     raise
   except Exception as e:  # pylint: disable=broad-except
