@@ -180,9 +180,8 @@ def test_jit_and_eager_steps_agree(frozen_teacher, batch):
     np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_generator_l1_steps_pull_the_student_onto_the_teachers_images():
-  """The L1 term on shared latents: after a few steps the student's images (eval mode, fixed
-  latents the step never saw) are closer to the teacher's than at init, in L1 and PSNR."""
+def _tiny_generator_pair():
+  """A DCGAN w4 teacher (random weights) and a w2 student under an L1 distiller, latent size 8."""
   gen = lambda width: models.get('dcgan_generator', latent_dim=8, width=width, resolution=28,
                                  channels=1)
   z0 = jnp.zeros((1, 8), jnp.float32)
@@ -190,6 +189,13 @@ def test_generator_l1_steps_pull_the_student_onto_the_teachers_images():
   composite = losses.compose([('l1', 1.0, {})])
   distiller = core.build(gen(2), [teacher], composite.required_keys, output='images', example=z0,
                          call_kwargs={'labels': None})
+  return teacher, composite, distiller, z0
+
+
+def test_generator_l1_steps_pull_the_student_onto_the_teachers_images():
+  """The L1 term on shared latents: after a few steps the student's images (eval mode, fixed
+  latents the step never saw) are closer to the teacher's than at init, in L1 and PSNR."""
+  teacher, composite, distiller, z0 = _tiny_generator_pair()
   spec = generator_distill.Spec(distiller, composite, latent_dim=8)
   params, model_state = distiller.init(jax.random.key(0), z0, labels=None)
   state = generator_distill.DistillState(
@@ -219,13 +225,7 @@ def test_generator_l1_steps_pull_the_student_onto_the_teachers_images():
 def test_generator_distill_ema_follows_the_gan_trainers_rule_and_is_what_is_exported():
   """ema_decay > 0: after each step the EMA is decay_t·EMA + (1 − decay_t)·θ with the warm-up
   decay_t = min(d, (1 + t)/(10 + t)) (the GAN trainer's G_ema), and the export is that EMA."""
-  gen = lambda width: models.get('dcgan_generator', latent_dim=8, width=width, resolution=28,
-                                 channels=1)
-  z0 = jnp.zeros((1, 8), jnp.float32)
-  teacher = core.Frozen(gen(4), _random_variables(gen(4), z0, None))
-  composite = losses.compose([('l1', 1.0, {})])
-  distiller = core.build(gen(2), [teacher], composite.required_keys, output='images', example=z0,
-                         call_kwargs={'labels': None})
+  teacher, composite, distiller, z0 = _tiny_generator_pair()
   spec = generator_distill.Spec(distiller, composite, latent_dim=8, ema_decay=0.9)
   params, model_state = distiller.init(jax.random.key(0), z0, labels=None)
   ema0 = jax.tree.map(jnp.copy, {'params': params['student'], **model_state['student']})
