@@ -185,7 +185,6 @@ def build(data_dir: str | None, source_dir: str | None = None) -> None:
         flush=True)
   try:
     builder.download_and_prepare(download_dir=scratch, file_format='array_record')
-    print(f'[kd_jax] fashion_mnist is ready in {builder.data_dir}', flush=True)
   except errors.KDError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -196,3 +195,4 @@ def build(data_dir: str | None, source_dir: str | None = None) -> None:
         'in the data dir.') from e
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
+  print(f'[kd_jax] fashion_mnist is ready in {builder.data_dir}', flush=True)
