@@ -39,22 +39,27 @@ def workdir(root: str, method: str, seed: int) -> str:
   return os.path.join(root, f'fm_m_{method}_s{seed}')
 
 
-def run_one(root: str, method: str, seed: int) -> tuple[str, int, float]:
-  wd = workdir(root, method, seed)
+def launch(wd: str, config_arg: str, seed: int) -> float:
+  """`launch.py --config methods.py:<config_arg>` into `wd` (log beside it); seconds taken, 0 if the
+  run had finished before (it has a summary.json)."""
   if os.path.exists(os.path.join(wd, 'summary.json')):
-    return method, seed, 0.0
+    return 0.0
   cmd = [sys.executable, os.path.join(REPO, 'launch.py'), '--config',
-         f'{REPO}/configs/fashion_mnist/methods.py:{method}', '--workdir', wd,
+         f'{REPO}/configs/fashion_mnist/methods.py:{config_arg}', '--workdir', wd,
          f'--config.seed={seed}']
   t0 = time.perf_counter()
   with open(wd + '.log', 'w') as log:
     rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
   if rc:
-    raise RuntimeError(f'{method} seed {seed} failed (exit {rc}); see {wd}.log')
-  return method, seed, time.perf_counter() - t0
+    raise RuntimeError(f'{config_arg} seed {seed} failed (exit {rc}); see {wd}.log')
+  return time.perf_counter() - t0
 
 
-def _fmt(values: list[float]) -> str:
+def run_one(root: str, method: str, seed: int) -> tuple[str, int, float]:
+  return method, seed, launch(workdir(root, method, seed), method, seed)
+
+
+def mean_std(values: list[float]) -> str:
   if not values:
     return '–'
   std = np.std(values, ddof=1) if len(values) > 1 else float('nan')
@@ -78,18 +83,19 @@ def table(root: str, methods: list[str], seeds: list[int]) -> str:
                       or [summary['eval']]))
       secs.append(summary['train_seconds'])
     per_seed = ', '.join(f'{100 * v:.2f}' for v in last) or '–'
-    rows.append(f"| `{m}` | {','.join(map(str, done)) or '–'} | {_fmt(last)} | {_fmt(best)} | "
+    rows.append(f"| `{m}` | {','.join(map(str, done)) or '–'} | {mean_std(last)} | {mean_std(best)} | "
                 f"{per_seed} | {min(secs):.0f} |" if secs else
                 f'| `{m}` | – | – | – | – | – |')
   return '\n'.join(rows)
 
 
-def write(md_path: str, text: str) -> None:
+def write(md_path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
+  """Put `text` between the `begin`/`end` markers of `md_path` (appended with them if absent)."""
   content = open(md_path).read()
-  block = f'{BEGIN}\n{text}\n{END}'
-  if BEGIN in content:
-    head, rest = content.split(BEGIN, 1)
-    content = head + block + rest.split(END, 1)[1]
+  block = f'{begin}\n{text}\n{end}'
+  if begin in content:
+    head, rest = content.split(begin, 1)
+    content = head + block + rest.split(end, 1)[1]
   else:
     content = content.rstrip('\n') + '\n\n' + block + '\n'
   open(md_path, 'w').write(content)

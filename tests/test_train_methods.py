@@ -33,7 +33,9 @@ def _config(method, data_dir, teacher_workdir, **fields):
   return config
 
 
-@pytest.mark.parametrize('method', METHODS + ['fitnet_stages'])
+# ... and a few points of the tuning sweep (`:<method>,val,<knobs>`: dict-form terms with knobs).
+@pytest.mark.parametrize('method', METHODS + ['fitnet_stages', 'pkt,val,w=0.1', 'dkd,val,beta=2',
+                                              'kd,val,alpha=0.9,T=4', 'dist,val,w=2,T=4'])
 def test_every_method_builds_a_spec_whose_steps_log_every_term(method, tiny_data_dir,
                                                                teacher_workdir, tmp_path):
   """Every benchmark config restores its teacher, sizes its extras, and each stage's importable

@@ -63,3 +63,75 @@ def test_kd_sweep_options_set_temperature_and_alpha_and_refuse_unknown_ones():
     kd_student.get_config('few,beta=3')
   with pytest.raises(ValueError, match='must be in'):
     kd_student.get_config('alpha=0')
+
+
+def test_benchmark_knobs_scale_only_the_method_and_need_the_validation_protocol():
+  from configs.fashion_mnist import methods  # pylint: disable=import-outside-toplevel
+  pkt = methods.get_config('pkt,val,w=0.1,tiny')
+  assert [(t['name'], t['weight']) for t in pkt.losses] == [('ce', 1.0), ('pkt', 3000.0)]
+  assert pkt.data.eval_split == fm_common.VALIDATION['eval_split']
+  assert pkt.teacher.checkpoint == 'workdirs/fm_teacher_val'  # the teacher that never saw it
+  assert methods.get_config('pkt,tiny').teacher.checkpoint == 'workdirs/fm_teacher'
+  kd = methods.get_config('kd,val,alpha=0.9,T=4,tiny').losses
+  assert [(t['name'], t['weight'], t['kwargs']) for t in kd] == [
+      ('kd', 0.9, {'temperature': 4.0}), ('ce', 0.1, {})]
+  assert [t['name'] for t in methods.get_config('logit_mse,val,alpha=1,tiny').losses] == [
+      'logit_mse']  # no CE term at weight 0
+  dkd = methods.get_config('dkd,val,beta=2,w=0.5,tiny').losses[1]
+  assert dkd['weight']['end_value'] == 0.5 and dkd['weight']['init_value'] == 0.0
+  assert dkd['kwargs'] == {'alpha': 1.0, 'beta': 2.0, 'temperature': 4.0}
+  at = methods.get_config('at,val,w=0.01,tiny').losses
+  assert [t['weight'] for t in at] == [1.0, 0.01, 0.01, 0.01]  # one per stage, all scaled
+  assert methods.get_config('at,tiny').losses == methods.METHODS['at']  # no knobs: unchanged
+  for arg, match in [('pkt,val,T=2', 'do not apply to pkt'), ('scratch,val,w=2', 'no options'),
+                     ('kd,alpha=0.9', "add ',val'"), ('kd,val,alpha=1.5', 'must be in'),
+                     ('kd,val,gamma=1', "unknown config option 'gamma'")]:
+    with pytest.raises(ValueError, match=match):
+      methods.get_config(arg)
+
+
+def test_every_sweep_point_builds_and_holds_its_reference():
+  from configs.fashion_mnist import methods  # pylint: disable=import-outside-toplevel
+  assert set(methods.SWEEP) == set(methods.METHODS) | {'fitnet_stages'}
+  for method, grid in methods.SWEEP.items():
+    assert methods.REFERENCE[method] in grid, method
+    for point in grid:
+      config = methods.get_config(','.join(p for p in (method, 'val', point, 'tiny') if p))
+      assert config.data.test_split == 'test', (method, point)
+
+
+def _fake_run(root, method, point, seed, val, test):
+  import kd_methods_tuned as tuned  # pylint: disable=import-outside-toplevel
+  wd = tuned.workdir(str(root), method, point, seed)
+  os.makedirs(wd)
+  with open(os.path.join(wd, 'summary.json'), 'w') as f:
+    json.dump({'eval': {'eval/student_top1': val}, 'test': {'test/student_top1': test},
+               'eval_history': [{'eval/student_top1': val - 0.01}, {'eval/student_top1': val}],
+               'train_seconds': 10.0}, f)
+
+
+def test_tuned_benchmark_picks_on_validation_and_pairs_with_scratch(tmp_path, monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
+  import kd_methods_tuned as tuned  # pylint: disable=import-outside-toplevel
+  grid = ['w=0.01', 'w=0.1', 'w=1']
+  for point, val, test in zip(grid, (0.80, 0.82, 0.81), (0.90, 0.70, 0.99)):
+    _fake_run(tmp_path, 'pkt', point, 0, val, test)
+  # The pick follows validation, never the (here contrary) test numbers.
+  assert tuned.chosen(str(tmp_path), 'pkt') == 'w=0.1'
+  assert tuned.chosen(str(tmp_path), 'at') is None  # sweep not run yet
+  _fake_run(tmp_path, 'sp', 'w=0.01', 0, 0.81, 0.5)
+  _fake_run(tmp_path, 'sp', 'w=0.1', 0, 0.80, 0.5)
+  _fake_run(tmp_path, 'sp', 'w=1', 0, 0.81, 0.5)
+  assert tuned.chosen(str(tmp_path), 'sp') == 'w=1'  # a tie keeps the reference point
+  # Seeds 1 and 2 of the reference and of the pick; nothing for a method whose sweep is unfinished.
+  assert sorted(tuned.jobs(str(tmp_path), ['pkt', 'at'], 'seeds')) == [
+      ('at', 'w=1', 1), ('at', 'w=1', 2), ('pkt', 'w=0.1', 1), ('pkt', 'w=0.1', 2),
+      ('pkt', 'w=1', 1), ('pkt', 'w=1', 2)]
+  for seed, (s_test, t_test) in enumerate([(0.69, None), (0.72, 0.75), (0.74, 0.73)]):
+    _fake_run(tmp_path, 'scratch', '', seed, 0.5, s_test)
+    if seed:
+      _fake_run(tmp_path, 'pkt', 'w=0.1', seed, 0.5, t_test)
+  row = next(r for r in tuned.result_table(str(tmp_path), ['pkt']).splitlines() if '`pkt`' in r)
+  # Paired test differences (seed 0 is the sweep's run): 0.70−0.69, 0.75−0.72, 0.73−0.74 → +1, +3, −1 pt.
+  assert '70.00, 75.00, 73.00' in row and '(2/3)' in row and '1.00 ± 2.00' in row
+  assert '**w=0.1: 82.00 (82.00)**' in tuned.sweep_table(str(tmp_path), ['pkt'])

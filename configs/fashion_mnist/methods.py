@@ -15,6 +15,17 @@ Command (one method; `METHODS` lists them):
       --config.seed=0
 All methods × seeds: python benchmarks/kd_methods.py (writes BENCHMARKS.md's table).
 `:dkd,tiny` runs in seconds (tests).
+
+`:<method>,val` is the tuning protocol (issue 14): train on `train[:90%]` with the teacher
+`teacher.py:val` (workdirs/fm_teacher_val, never saw the rest), evaluate every 250 steps on the
+held-out `train[90%:]`, score `test` once at the end. Its knobs (`SWEEP` lists the grid each method
+is swept over, `REFERENCE` the reference point of that grid):
+  alpha=<a>  logit methods: a·method + (1 − a)·CE instead of the 0.5/0.5 mix
+  T=<t>      the temperature (KD, reverse KL, JS, DKD, DIST)
+  beta=<b>   DKD's non-target weight β
+  w=<m>      the method's reference weight(s) × m (every non-CE term; DKD's warm-up end value)
+e.g. `methods.py:pkt,val,w=0.1`. `python benchmarks/kd_methods_tuned.py` runs the sweep and the
+3 seeds at the chosen point, and writes BENCHMARKS.md's tuned-weight table.
 """
 import ml_collections
 
@@ -61,31 +72,110 @@ METHODS = {
     'vid': [CE] + _pairs('vid', 1.0, STAGES),
     'crd': [CE, ('crd', 0.8, {})],
 }
+# The tuning grid of each method on the validation protocol (`:val`), and its reference point (the
+# value of the reference-weight table). Logit methods: the KD share α and T; DKD: β (the reference's
+# CIFAR β=8 costs 5 pt here); DIST: weight and τ; feature methods: their weight × 0.01, 0.1, 1 (with
+# the references' weights their term is 3–15× the CE at the end of training). `cc_repdistiller` and
+# `fitnet_stages` are variants of `cc` and `fitnet` and run at their reference only.
+_LOGIT_GRID = ['alpha=0.5,T=2', 'alpha=0.5,T=4', 'alpha=0.9,T=2', 'alpha=0.9,T=4']
+_FEATURE_GRID = ['w=0.01', 'w=0.1', 'w=1']
+SWEEP = {
+    'scratch': [''],
+    'kd': _LOGIT_GRID, 'reverse_kl': _LOGIT_GRID, 'js': _LOGIT_GRID,
+    'logit_mse': ['alpha=0.1', 'alpha=0.5', 'alpha=0.9'],
+    'dkd': ['beta=1', 'beta=2', 'beta=8'],
+    'dist': ['w=1,T=1', 'w=2,T=1', 'w=1,T=4', 'w=2,T=4'],
+    **{m: _FEATURE_GRID for m in ('fitnet', 'at', 'sp', 'rkd', 'pkt', 'nst', 'vid', 'crd')},
+    'cc': ['w=0.1', 'w=1', 'w=10'],
+    'cc_repdistiller': [''],
+    'fitnet_stages': [''],
+}
+REFERENCE = {m: {'kd': 'alpha=0.5,T=2', 'reverse_kl': 'alpha=0.5,T=2', 'js': 'alpha=0.5,T=2',
+                 'logit_mse': 'alpha=0.5', 'dkd': 'beta=8', 'dist': 'w=1,T=1'}.get(
+                     m, 'w=1' if 'w=1' in grid else '') for m, grid in SWEEP.items()}
 BENCHMARK_STEPS = 1000
 # FitNets as the paper trains it: a hint stage (student up to the guided layer + regressor), then KD.
 HINT_STEPS = 250
 CRD_NEGATIVES = 4096  # the reference's 16384 costs 4× more memory traffic per step on this CPU
 
 
+OPTIONS = {'alpha': float, 'T': float, 'beta': float, 'w': float}
+
+
+def _knobs(method: str) -> set[str]:
+  """The `OPTIONS` that mean something for `method`."""
+  if method in ('kd', 'reverse_kl', 'js'):
+    return {'alpha', 'T'}
+  if method == 'logit_mse':
+    return {'alpha'}
+  if method == 'dkd':
+    return {'w', 'beta', 'T'}
+  if method == 'dist':
+    return {'w', 'T'}
+  return set() if method in ('scratch', 'fitnet_stages') else {'w'}
+
+
+def _as_dict(term) -> dict:
+  if isinstance(term, dict):
+    return dict(term, kwargs=dict(term.get('kwargs', {})))
+  name, weight, kwargs = term
+  return {'name': name, 'weight': weight, 'kwargs': dict(kwargs)}
+
+
+def method_losses(method: str, opts: dict) -> list:
+  """`METHODS[method]` with the sweep knobs `opts` applied (none: the reference terms as they are)."""
+  if not opts:
+    return METHODS[method]
+  terms = [_as_dict(t) for t in METHODS[method]]
+  for term in terms:
+    if term['name'] == 'ce':
+      if 'alpha' in opts:
+        term['weight'] = round(1.0 - opts['alpha'], 6)
+      continue
+    if 'alpha' in opts:
+      term['weight'] = opts['alpha']
+    if 'w' in opts:
+      weight = term['weight']
+      term['weight'] = (dict(weight, end_value=round(weight['end_value'] * opts['w'], 10))
+                        if isinstance(weight, dict) else round(weight * opts['w'], 10))
+    for knob, kwarg in (('T', 'temperature'), ('beta', 'beta')):
+      if knob in opts:
+        term['kwargs'][kwarg] = opts[knob]
+  return [t for t in terms if not (t['name'] == 'ce' and t['weight'] == 0.0)]
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  method, _, mode_arg = (arg or '').partition(',')
+  method, _, rest = (arg or '').partition(',')
   if method not in METHODS and method != 'fitnet_stages':
     raise ValueError(f"unknown method {method!r}; use ':<method>' with one of "
                      f"{', '.join(list(METHODS) + ['fitnet_stages'])}.")
+  opts, rest = common.split_options(rest, OPTIONS)
+  val, mode_arg = common.split_variant(rest, 'val')
+  misplaced = sorted(set(opts) - _knobs(method))
+  if misplaced:
+    raise ValueError(f"option(s) {', '.join(misplaced)} in {arg!r} do not apply to {method}; "
+                     f"{method} takes {', '.join(sorted(_knobs(method))) or 'no options'}.")
+  if opts and not val:
+    raise ValueError(f"options in {arg!r} are tuning knobs: add ',val' (the validation protocol), "
+                     f"e.g. ':{method},val,{','.join(f'{k}={v:g}' for k, v in opts.items())}'.")
+  if 'alpha' in opts and not 0.0 < opts['alpha'] <= 1.0:
+    raise ValueError(f"alpha={opts['alpha']:g} in {arg!r}: the method's share must be in (0, 1].")
   mode = common.parse_arg(mode_arg)
   c = scratch_student.get_config(mode_arg or None)
   if mode == 'full':
     c.total_steps = BENCHMARK_STEPS
     c.eval_every = 250  # the table reports the best of these evaluations and the last
+  if val:
+    common.use_validation(c)
   if method != 'scratch':
-    c.teacher.checkpoint = 'workdirs/fm_teacher'
+    c.teacher.checkpoint = 'workdirs/fm_teacher_val' if val else 'workdirs/fm_teacher'
     c.teacher.model = common.teacher_model(mode)
   if method == 'fitnet_stages':
     hint = HINT_STEPS if mode == 'full' else max(1, c.total_steps // 3)
     c.stages = [{'steps': hint, 'losses': _pairs('fitnet', 1.0, ['stage2'])},
                 {'steps': c.total_steps - hint, 'losses': METHODS['kd']}]
   else:
-    c.losses = METHODS[method]
+    c.losses = method_losses(method, opts)
   if method == 'crd':
     c.crd.student_feature = 'features'
     c.crd.teacher_feature = 'features'
