@@ -43,7 +43,8 @@ SEEDS = (0, 1, 2)
 
 
 def workdir(root: str, method: str, point: str, seed: int) -> str:
-  return os.path.join(root, 'tuned', f"{method}_{point.replace(',', '_') or 'ref'}_s{seed}")
+  slug = point.replace(',', '_').replace('=', '') or 'ref'  # 'alpha=0.9,T=4' → 'alpha0.9_T4'
+  return os.path.join(root, 'tuned', f'{method}_{slug}_s{seed}')
 
 
 def config_arg(method: str, point: str) -> str:
