@@ -101,19 +101,26 @@ def write(md_path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
   open(md_path, 'w').write(content)
 
 
-def main() -> int:
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--methods', default=','.join(ALL))
-  p.add_argument('--seeds', default='0,1,2')
+def parse_args(doc: str, known: list[str], add_more) -> tuple[argparse.Namespace, list[str]]:
+  """The flags both methods benchmarks share (`add_more(parser)` adds the script's own); the
+  arguments and the chosen methods, unknown ones refused with the list of known ones."""
+  p = argparse.ArgumentParser(description=doc.split('\n')[0])
+  p.add_argument('--methods', default=','.join(known))
   p.add_argument('--root', default=os.path.join(REPO, 'workdirs'))
   p.add_argument('--parallel', type=int, default=1, help='runs at once (2 cores: 1 or 2)')
   p.add_argument('--table-only', action='store_true')
-  p.add_argument('--write', action='store_true', help="rewrite BENCHMARKS.md's table")
+  p.add_argument('--write', action='store_true', help="rewrite BENCHMARKS.md's table(s)")
+  add_more(p)
   args = p.parse_args()
   methods = [m for m in args.methods.split(',') if m]
-  unknown = sorted(set(methods) - set(ALL))
+  unknown = sorted(set(methods) - set(known))
   if unknown:
-    p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+    p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+  return args, methods
+
+
+def main() -> int:
+  args, methods = parse_args(__doc__, ALL, lambda p: p.add_argument('--seeds', default='0,1,2'))
   seeds = [int(s) for s in args.seeds.split(',')]
   if not args.table_only:
     jobs = [(m, s) for s in seeds for m in methods]  # all methods of seed 0 first

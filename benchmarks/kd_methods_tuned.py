@@ -22,7 +22,6 @@ Needs the teacher first: python launch.py --config configs/fashion_mnist/teacher
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import os
@@ -142,18 +141,8 @@ def result_table(root: str, methods: list[str]) -> str:
 
 
 def main() -> int:
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--methods', default=','.join(ALL))
-  p.add_argument('--stage', choices=('sweep', 'seeds', 'all'), default='all')
-  p.add_argument('--root', default=os.path.join(REPO, 'workdirs'))
-  p.add_argument('--parallel', type=int, default=1, help='runs at once (2 cores: 1 or 2)')
-  p.add_argument('--table-only', action='store_true')
-  p.add_argument('--write', action='store_true', help="rewrite BENCHMARKS.md's tuned tables")
-  args = p.parse_args()
-  methods = [m for m in args.methods.split(',') if m]
-  unknown = sorted(set(methods) - set(ALL))
-  if unknown:
-    p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+  args, methods = kd_methods.parse_args(__doc__, ALL, lambda p: p.add_argument(
+      '--stage', choices=('sweep', 'seeds', 'all'), default='all'))
   if not args.table_only:
     stages = ('sweep', 'seeds') if args.stage == 'all' else (args.stage,)
     for stage in stages:  # the seeds need the sweep's pick: one stage after the other
