@@ -101,7 +101,11 @@ def _per_seed(root: str, method: str, point: str) -> list[dict]:
 
 
 def _cell(runs: list[dict], key: str) -> str:
-  return kd_methods.mean_std([r[key] for r in runs]) if runs else '–'
+  """mean ± std over the finished seeds, with their count while fewer than all have run."""
+  if not runs:
+    return '–'
+  text = kd_methods.mean_std([r[key] for r in runs])
+  return text if len(runs) == len(SEEDS) else f'{text} (n={len(runs)})'
 
 
 def sweep_table(root: str, methods: list[str]) -> str:

@@ -134,4 +134,5 @@ def test_tuned_benchmark_picks_on_validation_and_pairs_with_scratch(tmp_path, mo
   row = next(r for r in tuned.result_table(str(tmp_path), ['pkt']).splitlines() if '`pkt`' in r)
   # Paired test differences (seed 0 is the sweep's run): 0.70−0.69, 0.75−0.72, 0.73−0.74 → +1, +3, −1 pt.
   assert '70.00, 75.00, 73.00' in row and '(2/3)' in row and '1.00 ± 2.00' in row
+  assert '| w=1 | 99.00 (n=1) |' in row  # the reference point: seed 0 only so far, and says so
   assert '**w=0.1: 82.00 (82.00)**' in tuned.sweep_table(str(tmp_path), ['pkt'])
