@@ -109,7 +109,8 @@ def _cell(runs: list[dict], key: str) -> str:
 
 
 def sweep_table(root: str, methods: list[str]) -> str:
-  rows = ['| method | point: final validation top-1 % (best of 4), seed 0 — **chosen** |', '|---|---|']
+  rows = ['| method | point: final validation top-1 % (best of 4), seed 0 — **chosen** |',
+          '|---|---|']
   for m in methods:
     pick, cells = chosen(root, m), []
     for p in methods_config.SWEEP[m]:
@@ -153,8 +154,8 @@ def main() -> int:
       with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
         for (m, point, s), secs in pool.map(lambda j: run(args.root, j),
                                             jobs(args.root, methods, stage)):
-          print(f"{config_arg(m, point)} seed {s}: " + (f'{secs:.0f} s' if secs else 'already done'),
-                flush=True)
+          done = f'{secs:.0f} s' if secs else 'already done'
+          print(f'{config_arg(m, point)} seed {s}: {done}', flush=True)
   sweep, result = sweep_table(args.root, methods), result_table(args.root, methods)
   print(sweep, result, sep='\n\n')
   if args.write:

@@ -111,7 +111,8 @@ def _fake_run(root, method, point, seed, val, test):
 
 
 def test_tuned_benchmark_picks_on_validation_and_pairs_with_scratch(tmp_path, monkeypatch):
-  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  monkeypatch.syspath_prepend(os.path.join(repo, 'benchmarks'))
   import kd_methods_tuned as tuned  # pylint: disable=import-outside-toplevel
   grid = ['w=0.01', 'w=0.1', 'w=1']
   for point, val, test in zip(grid, (0.80, 0.82, 0.81), (0.90, 0.70, 0.99)):
@@ -132,7 +133,8 @@ def test_tuned_benchmark_picks_on_validation_and_pairs_with_scratch(tmp_path, mo
     if seed:
       _fake_run(tmp_path, 'pkt', 'w=0.1', seed, 0.5, t_test)
   row = next(r for r in tuned.result_table(str(tmp_path), ['pkt']).splitlines() if '`pkt`' in r)
-  # Paired test differences (seed 0 is the sweep's run): 0.70−0.69, 0.75−0.72, 0.73−0.74 → +1, +3, −1 pt.
+  # Paired test differences (seed 0 is the sweep's run): 0.70−0.69, 0.75−0.72, 0.73−0.74 →
+  # +1, +3, −1 pt.
   assert '70.00, 75.00, 73.00' in row and '(2/3)' in row and '1.00 ± 2.00' in row
   assert '| w=1 | 99.00 (n=1) |' in row  # the reference point: seed 0 only so far, and says so
   assert '**w=0.1: 82.00 (82.00)**' in tuned.sweep_table(str(tmp_path), ['pkt'])

@@ -123,7 +123,7 @@ def _as_dict(term) -> dict:
 
 
 def method_losses(method: str, opts: dict) -> list:
-  """`METHODS[method]` with the sweep knobs `opts` applied (none: the reference terms as they are)."""
+  """`METHODS[method]` with the sweep knobs `opts` applied (none: the reference terms as is)."""
   if not opts:
     return METHODS[method]
   terms = [_as_dict(t) for t in METHODS[method]]
