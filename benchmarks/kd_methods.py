@@ -68,6 +68,11 @@ def mean_std(values: list[float]) -> str:
       f'{100 * values[0]:.2f}')
 
 
+def best_top1(summary: dict) -> float:
+  """The student's best top-1 over a run's periodic evaluations (the final one if it kept none)."""
+  return max(e['eval/student_top1'] for e in summary.get('eval_history') or [summary['eval']])
+
+
 def table(root: str, methods: list[str], seeds: list[int]) -> str:
   rows = ['| method | seeds | last top-1 (%) | best top-1 (%) | last per seed | train s/run (fastest) |',
           '|---|---|---|---|---|---|']
@@ -80,8 +85,7 @@ def table(root: str, methods: list[str], seeds: list[int]) -> str:
       summary = json.load(open(path))
       done.append(s)
       last.append(summary['eval']['eval/student_top1'])
-      best.append(max(e['eval/student_top1'] for e in summary.get('eval_history', [])
-                      or [summary['eval']]))
+      best.append(best_top1(summary))
       secs.append(summary['train_seconds'])
     per_seed = ', '.join(f'{100 * v:.2f}' for v in last) or '–'
     rows.append(f"| `{m}` | {','.join(map(str, done)) or '–'} | {mean_std(last)} | "

@@ -57,9 +57,7 @@ def summary(root: str, method: str, point: str, seed: int) -> dict | None:
 
 def scores(s: dict) -> dict:
   """Final and best validation top-1, the test top-1 (scored once, at the end), seconds."""
-  history = s.get('eval_history') or [s['eval']]
-  return {'val': s['eval']['eval/student_top1'],
-          'val_best': max(e['eval/student_top1'] for e in history),
+  return {'val': s['eval']['eval/student_top1'], 'val_best': kd_methods.best_top1(s),
           'test': s['test']['test/student_top1'], 'secs': s['train_seconds']}
 
 
@@ -76,16 +74,17 @@ def chosen(root: str, method: str) -> str | None:
 
 
 def jobs(root: str, methods: list[str], stage: str) -> list[tuple[str, str, int]]:
+  """The (method, point, seed) runs of one stage: 'sweep' (seed 0 of the grid) or 'seeds' (seeds
+  1, 2 of the reference point and, once the sweep is complete, of the pick)."""
+  if stage == 'sweep':
+    return [(m, p, 0) for m in methods for p in methods_config.SWEEP[m]]
   out = []
-  if stage in ('sweep', 'all'):
-    out += [(m, p, 0) for m in methods for p in methods_config.SWEEP[m]]
-  if stage in ('seeds', 'all'):
-    for m in methods:
-      pick = chosen(root, m)
-      if pick is None and stage == 'seeds':
-        print(f'{m}: sweep unfinished, its seeds wait', flush=True)
-      points = dict.fromkeys([methods_config.REFERENCE[m]] + ([pick] if pick is not None else []))
-      out += [(m, p, s) for s in SEEDS[1:] for p in points]
+  for m in methods:
+    pick = chosen(root, m)
+    if pick is None:
+      print(f'{m}: sweep unfinished, its seeds wait', flush=True)
+    points = dict.fromkeys([methods_config.REFERENCE[m]] + ([pick] if pick is not None else []))
+    out += [(m, p, s) for s in SEEDS[1:] for p in points]
   return out
 
 
@@ -96,8 +95,10 @@ def run(root: str, job: tuple[str, str, int]) -> tuple[tuple[str, str, int], flo
   return job, kd_methods.launch(wd, config_arg(method, point), seed)
 
 
-def _per_seed(root: str, method: str, point: str) -> list[dict]:
-  return [scores(s) for s in (summary(root, method, point, i) for i in SEEDS) if s is not None]
+def _per_seed(root: str, method: str, point: str | None) -> dict[int, dict]:
+  """seed → `scores` of the finished runs of one point (none while the point is unknown)."""
+  runs = {i: summary(root, method, point, i) for i in SEEDS} if point is not None else {}
+  return {i: scores(s) for i, s in runs.items() if s is not None}
 
 
 def _cell(runs: list[dict], key: str) -> str:
@@ -126,19 +127,19 @@ def result_table(root: str, methods: list[str]) -> str:
   rows = ['| method | reference point | test top-1 % (ref) | chosen point | test top-1 % (tuned) | '
           'tuned per seed | tuned val final / best % | tuned − scratch, paired (ahead) | s/run |',
           '|---|---|---|---|---|---|---|---|---|']
-  scratch = {i: summary(root, 'scratch', '', i) for i in SEEDS}
+  scratch = _per_seed(root, 'scratch', '')
   for m in methods:
     ref_point, pick = methods_config.REFERENCE[m], chosen(root, m)
-    ref = _per_seed(root, m, ref_point)
-    tuned = _per_seed(root, m, pick) if pick is not None else []
-    paired = [scores(summary(root, m, pick, i))['test'] - scores(scratch[i])['test']
-              for i in SEEDS if pick is not None and scratch[i] and summary(root, m, pick, i)]
+    ref, tuned_by_seed = _per_seed(root, m, ref_point), _per_seed(root, m, pick)
+    tuned = list(tuned_by_seed.values())
+    paired = [r['test'] - scratch[i]['test'] for i, r in tuned_by_seed.items() if i in scratch]
     diff = (f"{kd_methods.mean_std(paired)} ({sum(d > 0 for d in paired)}/{len(paired)})"
             if paired and m != 'scratch' else '–')
-    secs = f"{min(r['secs'] for r in ref + tuned):.0f}" if ref + tuned else '–'
+    timed = list(ref.values()) + tuned
+    secs = f"{min(r['secs'] for r in timed):.0f}" if timed else '–'
     per_seed = ', '.join(f"{100 * r['test']:.2f}" for r in tuned) or '–'
     rows.append(
-        f"| `{m}` | {ref_point or '–'} | {_cell(ref, 'test')} | "
+        f"| `{m}` | {ref_point or '–'} | {_cell(list(ref.values()), 'test')} | "
         f"{'–' if pick is None else pick or '–'} | {_cell(tuned, 'test')} | {per_seed} | "
         f"{_cell(tuned, 'val')} / {_cell(tuned, 'val_best')} | {diff} | "
         f"{secs} |")

@@ -45,6 +45,12 @@ def split_options(arg: str | None, options: dict) -> tuple[dict, str | None]:
   return found, ','.join(p for p in rest if p) or None
 
 
+def check_share(alpha: float, arg: str | None) -> None:
+  """`alpha=` of a sweep: the distillation term's share of α·term + (1 − α)·CE, in (0, 1]."""
+  if not 0.0 < alpha <= 1.0:
+    raise ValueError(f"alpha={alpha:g} in {arg!r}: the distillation term's share must be in (0, 1].")
+
+
 def edm_base(distill_mode: str, model: dict) -> ml_collections.ConfigDict:
   """Shared base of the diffusion configs: the trainer's defaults, the mode, the model, the
   shipped classifier for FID; `:tiny` shrinks it to seconds (2-step sampling everywhere)."""

@@ -22,13 +22,12 @@ TEMPERATURE, ALPHA = 2.0, 0.5
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  opts, arg = common.split_options(arg, {'T': float, 'alpha': float})
-  c = scratch_student.get_config(arg)  # `:few` included: the same data as the scratch student
+  opts, rest = common.split_options(arg, {'T': float, 'alpha': float})
+  c = scratch_student.get_config(rest)  # `:few` included: the same data as the scratch student
   c.teacher.checkpoint = 'workdirs/fm_teacher'
-  c.teacher.model = common.teacher_model(common.parse_arg(common.split_variant(arg, 'few')[1]))
+  c.teacher.model = common.teacher_model(common.parse_arg(common.split_variant(rest, 'few')[1]))
   alpha = opts.get('alpha', ALPHA)
-  if not 0.0 < alpha <= 1.0:
-    raise ValueError(f'alpha={alpha} in {arg!r}: the KD weight must be in (0, 1].')
+  common.check_share(alpha, arg)
   c.losses = [('kd', alpha, {'temperature': opts.get('T', TEMPERATURE)})]
   if alpha < 1.0:
     c.losses.append(('ce', round(1.0 - alpha, 6), {}))

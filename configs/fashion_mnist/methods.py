@@ -158,8 +158,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if opts and not val:
     raise ValueError(f"options in {arg!r} are tuning knobs: add ',val' (the validation protocol), "
                      f"e.g. ':{method},val,{','.join(f'{k}={v:g}' for k, v in opts.items())}'.")
-  if 'alpha' in opts and not 0.0 < opts['alpha'] <= 1.0:
-    raise ValueError(f"alpha={opts['alpha']:g} in {arg!r}: the method's share must be in (0, 1].")
+  if 'alpha' in opts:
+    common.check_share(opts['alpha'], arg)
   mode = common.parse_arg(mode_arg)
   c = scratch_student.get_config(mode_arg or None)
   if mode == 'full':
