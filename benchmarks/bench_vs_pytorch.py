@@ -93,6 +93,20 @@ def _print_profile(trace_dir, steps, top=25):
     print(f'  {ms(ns)}  {name}', file=sys.stderr)
 
 
+def _jit(fn, **static_kwargs):
+  """`fn` jitted with `static_kwargs` bound. The set-up runs jitted, as the trainers' init does
+  (`trainers/loop.py`): run op by op it compiles one small executable per op, which stay
+  resident and took up to 1.2 GiB here, so the peak memory measured would be the set-up's."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.jit(functools.partial(fn, **static_kwargs))
+
+
+def _create(params, model_state, tx):
+  """`TrainState.create` jitted (see `_jit`)."""
+  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
+  return _jit(lambda p, s: TrainState.create(params=p, model_state=s, tx=tx))(params, model_state)
+
+
 def _flat(prefix, variables):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -113,32 +127,30 @@ def generator_side(cfg, npz):
   from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
   from kd_jax.distill import core  # pylint: disable=import-outside-toplevel
   from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
-  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
   from kd_jax.trainers import generator_distill  # pylint: disable=import-outside-toplevel
   gen = lambda w: models.get('dcgan_generator', latent_dim=64, width=w, resolution=28, channels=1)
   z0 = jnp.zeros((1, 64))
   t_mod = gen(cfg['width_teacher'])
-  t_vars = t_mod.init(jax.random.key(1), z0, None, train=False)
+  t_vars = _jit(t_mod.init, train=False)(jax.random.key(1), z0, None)
   teacher = core.Frozen(t_mod, t_vars)
   composite = losses.compose([('l1', 1.0, {})])
   d = core.build(gen(cfg['width_student']), [teacher], composite.required_keys, output='images',
                  example=z0, call_kwargs={'labels': None})
   spec = generator_distill.Spec(d, composite, latent_dim=64)
-  params, model_state = d.init(jax.random.key(0), z0, labels=None)
+  params, model_state = _jit(d.init, labels=None)(jax.random.key(0), z0)
   s_vars = {'params': params['student'], **model_state['student']}
   z = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
   arrays = {'width_student': cfg['width_student'], 'width_teacher': cfg['width_teacher'],
             'batch': cfg['batch'], 'z': z,
-            'student_logits': np.asarray(d.student.apply(s_vars, z, None, train=False)),
-            'teacher_logits': np.asarray(t_mod.apply(t_vars, z, None, train=False)),
+            'student_logits': np.asarray(_jit(d.student.apply, train=False)(s_vars, z, None)),
+            'teacher_logits': np.asarray(_jit(t_mod.apply, train=False)(t_vars, z, None)),
             'kd_jax_student_params': cost.param_count(params['student']),
             'kd_jax_teacher_params': cost.param_count(t_vars['params'])}
   arrays.update(_flat('teacher', t_vars))
   arrays.update(_flat('student', s_vars))
   np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
   state = generator_distill.DistillState(
-      TrainState.create(params=params, model_state=model_state, tx=optax.sgd(0.01, momentum=0.9)),
-      None)
+      _create(params, model_state, optax.sgd(0.01, momentum=0.9)), None)
   tree = d.teacher_tree([teacher])
   batch = {'image': jnp.zeros((cfg['batch'], 28, 28, 1), jnp.uint8),
            'label': jnp.zeros((cfg['batch'],), jnp.int32)}
@@ -156,20 +168,19 @@ def gan_side(cfg, npz):
   from kd_jax import models  # pylint: disable=import-outside-toplevel
   from kd_jax.data import augment  # pylint: disable=import-outside-toplevel
   from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
-  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
   from kd_jax.trainers import gan  # pylint: disable=import-outside-toplevel
   w = cfg['width_teacher']
   g_mod = models.get('dcgan_generator', latent_dim=64, width=w, resolution=28, channels=1)
   d_mod = models.get('dcgan_discriminator', width=w)
-  g_vars = g_mod.init(jax.random.key(0), jnp.zeros((1, 64)), None, train=False)
-  d_vars = d_mod.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)), None, train=False)
+  g_vars = _jit(g_mod.init, train=False)(jax.random.key(0), jnp.zeros((1, 64)), None)
+  d_vars = _jit(d_mod.init, train=False)(jax.random.key(1), jnp.zeros((1, 28, 28, 1)), None)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (cfg['batch'], 28, 28, 1)).astype(np.uint8)
   z = rng.normal(size=(8, 64)).astype(np.float32)
   real = np.asarray(augment.normalize(images))
   arrays = {'width_teacher': w, 'width_student': w, 'batch': cfg['batch'], 'z': z, 'images': real,
-            'student_logits': np.asarray(g_mod.apply(g_vars, z, None, train=False)),
-            'teacher_logits': np.asarray(d_mod.apply(d_vars, real[:8], None, train=False)),
+            'student_logits': np.asarray(_jit(g_mod.apply, train=False)(g_vars, z, None)),
+            'teacher_logits': np.asarray(_jit(d_mod.apply, train=False)(d_vars, real[:8], None)),
             'kd_jax_student_params': cost.param_count(g_vars['params']),
             'kd_jax_teacher_params': cost.param_count(d_vars['params'])}
   arrays.update(_flat('generator', g_vars))
@@ -177,9 +188,10 @@ def gan_side(cfg, npz):
   np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
   tx = lambda: optax.adam(2e-4, b1=0.0, b2=0.99)
   g_ms = {k: v for k, v in g_vars.items() if k != 'params'}
-  state = gan.GANState(g=TrainState.create(params=g_vars['params'], model_state=g_ms, tx=tx()),
-                       d=TrainState.create(params=d_vars['params'], model_state={}, tx=tx()),
-                       g_ema=jax.tree.map(jnp.copy, {'params': g_vars['params'], **g_ms}))
+  state = gan.GANState(g=_create(g_vars['params'], g_ms, tx()),
+                       d=_create(d_vars['params'], {}, tx()),
+                       g_ema=_jit(lambda t: jax.tree.map(jnp.copy, t))(
+                           {'params': g_vars['params'], **g_ms}))
   spec = gan.Spec(g_mod, d_mod, 64, r1_gamma=1.0, ema_decay=0.999)
   batch = {'image': jnp.asarray(images), 'label': jnp.zeros((cfg['batch'],), jnp.int32)}
   step = jax.jit(functools.partial(gan.train_step, spec=spec), donate_argnums=(0,))
@@ -199,11 +211,11 @@ def diffusion_side(cfg, npz):
   from kd_jax.data import augment  # pylint: disable=import-outside-toplevel
   from kd_jax.distill import core  # pylint: disable=import-outside-toplevel
   from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
-  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
   from kd_jax.trainers import diffusion  # pylint: disable=import-outside-toplevel
   unet = lambda arch: models.get('edm_unet', img_channels=1, num_blocks=1, **arch)
   x0, s0 = jnp.zeros((1, 28, 28, 1)), jnp.ones((1,))
 
+  @functools.partial(jax.jit, static_argnums=1)
   def jittered(variables, seed):
     leaves, treedef = jax.tree.flatten(variables)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
@@ -218,26 +230,27 @@ def diffusion_side(cfg, npz):
   teachers, t_mod, target = [], None, {}
   if cfg['teacher']:
     t_mod = unet(cfg['teacher'])
-    t_vars = jittered(t_mod.init(jax.random.key(1), x0, s0), 1)
+    t_vars = jittered(_jit(t_mod.init)(jax.random.key(1), x0, s0), 1)
     teachers = [core.Frozen(t_mod, t_vars)]
     target = {'target_images': 'teacher_images'}
     arrays.update(_flat('teacher', t_vars))
-    arrays['teacher_logits'] = np.asarray(t_mod.apply(t_vars, x, sigma))
+    arrays['teacher_logits'] = np.asarray(_jit(t_mod.apply)(t_vars, x, sigma))
     arrays['kd_jax_teacher_params'] = cost.param_count(t_vars['params'])
   s_mod = unet(cfg['student'])
   composite = losses.compose([{'name': 'weighted_l2', 'weight': 1.0, 'inputs': target}])
   d = core.build(s_mod, teachers, composite.required_keys, output='images', example=x0,
                  call_kwargs={'sigma': s0, 'labels': None})
-  params, model_state = d.init(jax.random.key(0), x0, sigma=s0, labels=None)
+  params, model_state = _jit(d.init, labels=None)(jax.random.key(0), x0, sigma=s0)
   params = {**params, 'student': jittered(params['student'], 0)}
   arrays.update(_flat('student', {'params': params['student']}))
-  arrays['student_logits'] = np.asarray(s_mod.apply({'params': params['student']}, x, sigma))
+  arrays['student_logits'] = np.asarray(_jit(s_mod.apply)({'params': params['student']}, x, sigma))
   arrays['kd_jax_student_params'] = cost.param_count(params['student'])
   np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
   spec = diffusion.Spec('compress' if teachers else 'teacher', d, composite, t_mod, 0, 0.999)
   state = diffusion.DiffusionState(
-      TrainState.create(params=params, model_state=model_state, tx=optax.adam(1e-3)),
-      ema=jax.tree.map(jnp.copy, params['student']), target={}, fake={})  # own buffers: donated
+      _create(params, model_state, optax.adam(1e-3)),
+      ema=_jit(lambda t: jax.tree.map(jnp.copy, t))(params['student']),  # own buffers: donated
+      target={}, fake={})
   batch = {'image': jnp.asarray(images), 'label': jnp.zeros((cfg['batch'],), jnp.int32)}
   step = jax.jit(functools.partial(diffusion.train_step, spec=spec), donate_argnums=(0,))
   return step, state, d.teacher_tree(teachers), batch
@@ -259,7 +272,6 @@ def kd_jax_side(name, cfg, npz):
   from kd_jax import losses, models  # pylint: disable=import-outside-toplevel
   from kd_jax.data import augment  # pylint: disable=import-outside-toplevel
   from kd_jax.distill import core  # pylint: disable=import-outside-toplevel
-  from kd_jax.train_state import TrainState  # pylint: disable=import-outside-toplevel
   from kd_jax.trainers import classification  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (cfg['batch'], 28, 28, 1)).astype(np.uint8)
@@ -271,27 +283,26 @@ def kd_jax_side(name, cfg, npz):
             'images': augment.normalize(images), 'labels': labels}
   if cfg['width_teacher']:
     t_mod = models.get('resnet20', num_classes=10, width=cfg['width_teacher'])
-    t_vars = t_mod.init(jax.random.key(1), x0, train=False)
+    t_vars = _jit(t_mod.init, train=False)(jax.random.key(1), x0)
     teachers = [core.Frozen(t_mod, t_vars)]
     terms = [('kd', 0.5, {'temperature': 2.0}), ('ce', 0.5, {})]
     arrays.update(_flat('teacher', t_vars))
-    arrays['teacher_logits'] = np.asarray(t_mod.apply(t_vars, jnp.asarray(arrays['images']),
-                                                      train=False))
+    arrays['teacher_logits'] = np.asarray(_jit(t_mod.apply, train=False)(
+        t_vars, jnp.asarray(arrays['images'])))
   composite = losses.compose(terms)
   d = core.build(student, teachers, composite.required_keys, output='logits', example=x0)
   spec = classification.Spec(d, (composite,), augment=False)
-  params, model_state = d.init(jax.random.key(0), x0)
+  params, model_state = _jit(d.init)(jax.random.key(0), x0)
   s_vars = {'params': params['student'], **model_state['student']}
   arrays.update(_flat('student', s_vars))
-  arrays['student_logits'] = np.asarray(student.apply(s_vars, jnp.asarray(arrays['images']),
-                                                      train=False))
+  arrays['student_logits'] = np.asarray(_jit(student.apply, train=False)(
+      s_vars, jnp.asarray(arrays['images'])))
   from kd_jax.metrics import cost  # pylint: disable=import-outside-toplevel
   arrays['kd_jax_student_params'] = cost.param_count(params['student'])
   if teachers:
     arrays['kd_jax_teacher_params'] = cost.param_count(teachers[0].variables['params'])
   np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
-  state = TrainState.create(params=params, model_state=model_state,
-                            tx=optax.sgd(0.01, momentum=0.9))
+  state = _create(params, model_state, optax.sgd(0.01, momentum=0.9))
   tree = d.teacher_tree(teachers)
   batch = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
   step = jax.jit(functools.partial(classification.train_step, spec=spec), donate_argnums=(0,))
@@ -308,9 +319,15 @@ def worker(name, npz, steps, profile_dir=''):
   import jax  # pylint: disable=import-outside-toplevel
   import kd_jax.trainers  # pylint: disable=import-outside-toplevel,unused-import
   base = _rss_mb()
-  rate = _steps_per_sec(*kd_jax_side(name, WORKLOADS[name], npz), steps, profile_dir)
+  step, state, tree, batch = kd_jax_side(name, WORKLOADS[name], npz)
+  setup = _rss_mb()
+  # XLA's buffer plan of the step: its temporaries (activations kept for the backward, ...).
+  plan = step.lower(state, tree, batch, jax.random.key(0)).compile().memory_analysis()
+  rate = _steps_per_sec(step, state, tree, batch, steps, profile_dir)
   stats = jax.devices()[0].memory_stats() or {}
   print(json.dumps({'steps_per_sec': rate, 'peak_rss_mb': _rss_mb(), 'import_rss_mb': base,
+                    'setup_rss_mb': setup,
+                    'xla_temp_mb': getattr(plan, 'temp_size_in_bytes', 0) / 2**20 or None,
                     'device_peak_mb': stats.get('peak_bytes_in_use', 0) / 2**20 or None}))
 
 
@@ -391,13 +408,15 @@ def main():
     print(f"{med['kd_jax'] / med['eager']:.2f}× | " +
           (f"{med['kd_jax'] / comp:.2f}× |" if comp else '— |'))
   print('\n| workload | peak RSS MiB (after imports): kd_jax | PyTorch eager | torch.compile '
-        '| kd_jax device peak MiB |')
-  print('|---|---|---|---|---|')
+        '| kd_jax after set-up | kd_jax step\'s XLA temporaries MiB | kd_jax device peak MiB |')
+  print('|---|---|---|---|---|---|---|')
   mem = lambda m: f"{m['peak_rss_mb']:.0f} ({m['import_rss_mb']:.0f})" if m else '—'
   for name, _, memory in rows:
-    dev = memory['kd_jax'].get('device_peak_mb')
-    print(f"| {name} | {mem(memory['kd_jax'])} | {mem(memory.get('eager'))} | "
-          f"{mem(memory.get('compile'))} | {f'{dev:.0f}' if dev else '— (CPU: host memory)'} |")
+    ours = memory['kd_jax']
+    dev = ours.get('device_peak_mb')
+    print(f"| {name} | {mem(ours)} | {mem(memory.get('eager'))} | "
+          f"{mem(memory.get('compile'))} | {ours['setup_rss_mb']:.0f} | "
+          f"{ours['xla_temp_mb'] or 0:.0f} | {f'{dev:.0f}' if dev else '— (CPU: host memory)'} |")
 
 
 if __name__ == '__main__':
