@@ -114,12 +114,15 @@ def test_tuned_benchmark_picks_on_validation_and_pairs_with_scratch(tmp_path, mo
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   monkeypatch.syspath_prepend(os.path.join(repo, 'benchmarks'))
   import kd_methods_tuned as tuned  # pylint: disable=import-outside-toplevel
-  grid = ['w=0.01', 'w=0.1', 'w=1']
-  for point, val, test in zip(grid, (0.80, 0.82, 0.81), (0.90, 0.70, 0.99)):
+  from configs.fashion_mnist import methods  # pylint: disable=import-outside-toplevel
+  assert methods.SWEEP['pkt'] == methods.SWEEP['sp'] == ['w=0.001', 'w=0.01', 'w=0.1', 'w=1']
+  vals, tests = (0.79, 0.80, 0.82, 0.81), (0.95, 0.90, 0.70, 0.99)
+  for point, val, test in zip(methods.SWEEP['pkt'], vals, tests):
     _fake_run(tmp_path, 'pkt', point, 0, val, test)
   # The pick follows validation, never the (here contrary) test numbers.
   assert tuned.chosen(str(tmp_path), 'pkt') == 'w=0.1'
   assert tuned.chosen(str(tmp_path), 'at') is None  # sweep not run yet
+  _fake_run(tmp_path, 'sp', 'w=0.001', 0, 0.79, 0.5)
   _fake_run(tmp_path, 'sp', 'w=0.01', 0, 0.81, 0.5)
   _fake_run(tmp_path, 'sp', 'w=0.1', 0, 0.80, 0.5)
   _fake_run(tmp_path, 'sp', 'w=1', 0, 0.81, 0.5)
