@@ -3,11 +3,14 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from conftest import TINY_TRAIN, tiny_config
 from configs.fashion_mnist import common as fm_common
 from kd_jax import data, run_identity
+from kd_jax.models import registry
 from kd_jax.trainers import classification
 
 
@@ -51,6 +54,30 @@ def test_few_data_students_share_the_first_tenth_of_the_training_part(tiny_data_
   assert len(few) == round(TINY_TRAIN * 0.09)  # 10% of the 90% training part: 5,400 of 60k
   assert (few[len(few) - 1]['image'] == train[len(few) - 1]['image']).all()  # its first images
   assert scratch.data.eval_split == fm_common.VALIDATION['eval_split']  # never trained on
+
+
+def test_full_data_students_train_on_the_whole_training_part_with_the_val_teacher():
+  from configs.fashion_mnist import kd_student, scratch_student  # pylint: disable=import-outside-toplevel
+  scratch, kd = scratch_student.get_config('val'), kd_student.get_config('val,T=4')
+  assert scratch.data.to_dict() == kd.data.to_dict()
+  assert {k: scratch.data[k] for k in fm_common.VALIDATION} == fm_common.VALIDATION
+  assert scratch.eval_every == 1000 and kd.teacher.model.to_dict() == fm_common.TEACHER_MODEL
+  assert kd.losses == [('kd', 0.5, {'temperature': 4.0}), ('ce', 0.5, {})]
+  # Any data variant distils from the teacher that never saw the validation images.
+  assert kd.teacher.checkpoint == kd_student.get_config('few,tiny').teacher.checkpoint == (
+      'workdirs/fm_teacher_val')
+  assert kd_student.get_config('tiny').teacher.checkpoint == 'workdirs/fm_teacher'
+  assert kd_student.get_config('val,tiny').teacher.model.to_dict() == fm_common.TINY_TEACHER_MODEL
+  # The study's deeper student is a CLI override away, and old records without the field resume.
+  scratch.model.update(width=18, convs_per_stage=2)
+  deep = registry.get(**scratch.model.to_dict())
+  shapes = jax.eval_shape(deep.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  assert sorted(shapes['stage3']) == ['conv0', 'conv1']
+  assert sum(x.size for x in jax.tree.leaves(shapes)) == 91_792  # the "~100k-param" student
+  assert run_identity.differences({'model.width': 16}, {'model.width': 16,
+                                                        'model.convs_per_stage': 1}) == []
+  assert run_identity.differences({'model.width': 16}, {'model.width': 16,
+                                                        'model.convs_per_stage': 2}) != []
 
 
 def test_kd_sweep_options_set_temperature_and_alpha_and_refuse_unknown_ones():

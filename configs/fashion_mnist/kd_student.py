@@ -10,7 +10,8 @@ Command (after the teacher run):
   python launch.py --config configs/fashion_mnist/kd_student.py --workdir workdirs/fm_kd \
       --config.teacher.checkpoint=workdirs/fm_teacher --config.seed=0
 Expected: beats the scratch student (README "Fashion-MNIST study": mean ± std over 3 seeds).
-`:few`: the data-limited setting of `scratch_student.py:few` (teacher: `teacher.py:val`).
+`:few` / `:val`: the data-limited and full-data settings of `scratch_student.py` (their teacher is
+`teacher.py:val`, workdirs/fm_teacher_val: it never saw the validation images).
 Runtime on 2 CPU cores: see README (measured); `:tiny` runs in seconds.
 """
 import ml_collections
@@ -23,9 +24,10 @@ TEMPERATURE, ALPHA = 2.0, 0.5
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   opts, rest = common.split_options(arg, {'T': float, 'alpha': float})
-  c = scratch_student.get_config(rest)  # `:few` included: the same data as the scratch student
-  c.teacher.checkpoint = 'workdirs/fm_teacher'
-  c.teacher.model = common.teacher_model(common.parse_arg(common.split_variant(rest, 'few')[1]))
+  c = scratch_student.get_config(rest)  # `:few`/`:val` included: the scratch student's data
+  variant, mode_arg = scratch_student.split_data_variant(rest)
+  c.teacher.checkpoint = 'workdirs/fm_teacher_val' if variant else 'workdirs/fm_teacher'
+  c.teacher.model = common.teacher_model(common.parse_arg(mode_arg))
   alpha = opts.get('alpha', ALPHA)
   common.check_share(alpha, arg)
   c.losses = [('kd', alpha, {'temperature': opts.get('T', TEMPERATURE)})]

@@ -6,6 +6,9 @@ Command:
 Expected: below the KD student at equal steps (README "Fashion-MNIST study": mean ± std, 3 seeds).
 `:few` is the data-limited setting: the first 10% of the training part only (`common.FEW_DATA`,
 5,400 labelled images), validated every 500 steps on `train[90%:]`, `test` scored once at the end.
+`:val` is the full-data setting of the same protocol: the whole training part `train[:90%]`,
+validated every 1,000 steps on `train[90%:]`, `test` scored once at the end (README "Full-data
+study": the ~100k-param student, `--config.model.width=18 --config.model.convs_per_stage=2`).
 Runtime on 2 CPU cores: see README (measured); `:tiny` runs in seconds.
 """
 import ml_collections
@@ -14,10 +17,21 @@ from configs.fashion_mnist import common
 from kd_jax.trainers import classification
 
 STUDENT_STEPS = 2000
+# The data variants: which part of `train` the student learns from (both validate on `train[90%:]`).
+DATA_VARIANTS = {'few': common.use_few_data, 'val': common.use_validation}
+
+
+def split_data_variant(arg: str | None) -> tuple[str | None, str | None]:
+  """':few[,demo|tiny]' / ':val[,…]' → (the variant, the rest); anything else → (None, arg)."""
+  for name in DATA_VARIANTS:
+    found, rest = common.split_variant(arg, name)
+    if found:
+      return name, rest
+  return None, arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  few, arg = common.split_variant(arg, 'few')
+  variant, arg = split_data_variant(arg)
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
   c = classification.default_config()
@@ -34,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if tiny:
     common.shrink(c)
     c.optimizer.warmup_steps = 0
-  if few:
-    common.use_few_data(c)
-    c.eval_every = 0 if tiny else 500
+  if variant:
+    DATA_VARIANTS[variant](c)
+    c.eval_every = 0 if tiny else {'few': 500, 'val': 1000}[variant]
   return c
