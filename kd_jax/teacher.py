@@ -59,7 +59,8 @@ TRANSIENT_COLLECTIONS = ('intermediates', 'losses')
 def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Sequence[Any],
                     init_kwargs: dict[str, Any] | None = None,
                     field: str = 'config.teacher',
-                    checkpoint_field: str | None = None) -> Teacher:
+                    checkpoint_field: str | None = None,
+                    model_field: str | None = None) -> Teacher:
   """Builds `model_cfg`'s module and restores the `role` variables exported by the run at `checkpoint`.
 
   Args:
@@ -71,18 +72,20 @@ def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Se
     field: the config group of this teacher (`<field>.checkpoint`, `<field>.model` in messages).
     checkpoint_field: the config field holding `checkpoint` when it is not `<field>.checkpoint`
       (e.g. 'config.eval.classifier_checkpoint').
+    model_field: the config field holding `model_cfg` when it is not `<field>.model`.
   """
   checkpoint_field = checkpoint_field or f'{field}.checkpoint'
+  model_field = model_field or f'{field}.model'
   meta = check_exports(checkpoint, role, checkpoint_field)
   saved_cfg = meta['exported'][role]
   model_cfg = config_utils.to_dict(model_cfg) or saved_cfg
-  name, kwargs = config_utils.model_kwargs(model_cfg, f'{field}.model')
+  name, kwargs = config_utils.model_kwargs(model_cfg, model_field)
   if name != saved_cfg.get('name'):
     raise errors.CheckpointError(
-        f"{field}.model.name={name!r} but the checkpoint at {checkpoint!r} holds a "
-        f"{saved_cfg.get('name')!r}; set {field}.model to {saved_cfg} (or leave it empty).")
+        f"{model_field}.name={name!r} but the checkpoint at {checkpoint!r} holds a "
+        f"{saved_cfg.get('name')!r}; set {model_field} to {saved_cfg} (or leave it empty).")
   try:
-    module = config_utils.build_model(model_cfg, f'{field}.model')
+    module = config_utils.build_model(model_cfg, model_field)
   except errors.ConfigError as e:
     if model_cfg is not saved_cfg:
       raise
@@ -94,5 +97,5 @@ def restore_teacher(checkpoint: str, model_cfg: Any, *, role: str, init_args: Se
   # Every stored collection (params, batch_stats, StyleGAN2-ADA's buffers), not per-call ones.
   abstract = {k: v for k, v in abstract.items() if k not in TRANSIENT_COLLECTIONS}
   restored = ckpt_lib.restore_export(checkpoint, {role: abstract}, checkpoint_field,
-                                     model_field=f'{field}.model')
+                                     model_field=model_field)
   return Teacher(module=module, variables=restored[role], model_config=model_cfg, meta=meta)

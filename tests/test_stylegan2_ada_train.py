@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -66,6 +67,7 @@ def sg2_student(sg2_teacher, tiny_data_dir, tmp_path_factory):
   config.data.data_dir = tiny_data_dir
   config.teacher.checkpoint, config.eval.classifier_checkpoint = sg2_teacher, ''
   assert config.adversarial.discriminator['name'] == 'stylegan2_ada_discriminator'
+  config.adversarial.init_from = 'teacher'  # the path `:data_d` takes, through a whole run
   # Built once for both pytest-xdist workers (conftest.shared_dir), like the teacher.
   root = shared_dir(tmp_path_factory, 'sg2_student',
                     lambda r: generator_distill.train_and_evaluate(config, str(r / 'student')))
@@ -110,6 +112,40 @@ def test_distilled_student_exports_to_an_official_state_dict(sg2_student, tiny_d
                         timeout=300)
   assert proc.returncode != 0 and 'already holds checkpoints' in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_adversarial_d_can_start_from_the_teachers_and_a_mismatch_is_refused(sg2_teacher):
+  from conftest import load_config  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  config = load_config('fashion_mnist/stylegan2_distill.py', 'data_d,tiny')
+  assert config.adversarial.init_from == 'teacher' and config.mode == 'data'
+  config.teacher.checkpoint = sg2_teacher
+  spec = types.SimpleNamespace(disc=object())  # only "is there a D" is read
+  start = generator_distill._discriminator_start(config, spec, (32, 32, 1), None)  # pylint: disable=protected-access
+  teacher_d = ckpt_lib.load_export_numpy(sg2_teacher)['discriminator']
+  assert _flat(start).keys() == _flat(teacher_d).keys()
+  assert all(np.array_equal(v, _flat(teacher_d)[k]) for k, v in _flat(start).items())
+  disc = generator_distill.config_utils.build_model(config.adversarial.discriminator, 'd')
+  assert generator_distill.initial_discriminator(disc, start, None, (32, 32, 1), None) is start
+  fresh = generator_distill.initial_discriminator(disc, None, jax.random.key(0), (32, 32, 1), None)
+  assert _flat(fresh).keys() == _flat(teacher_d).keys()
+  assert not all(np.array_equal(np.asarray(v), _flat(teacher_d)[k])
+                 for k, v in _flat(jax.tree.map(jnp.asarray, fresh)).items())
+  # A D of other shapes than the teacher's: one message naming the field; no D at all: refused.
+  config.adversarial.discriminator = dict(config.adversarial.discriminator, channel_base=64)
+  with pytest.raises(errors.CheckpointError, match='config.adversarial.discriminator'):
+    generator_distill._discriminator_start(config, spec, (32, 32, 1), None)  # pylint: disable=protected-access
+  with pytest.raises(errors.ConfigError, match='no adversarial D'):
+    generator_distill._discriminator_start(config, types.SimpleNamespace(disc=None), (32, 32, 1),  # pylint: disable=protected-access
+                                           None)
+  config.adversarial.init_from = 'student'
+  with pytest.raises(errors.ConfigError, match="init_from='student'"):
+    generator_distill._discriminator_start(config, spec, (32, 32, 1), None)  # pylint: disable=protected-access
+  d_only = load_config('fashion_mnist/stylegan2_distill.py', 'd_only')
+  assert [t[0] for t in d_only.losses] == ['gan_ns_g'] and d_only.frozen_net.kind == 'none'
+  assert d_only.adversarial.init_from == 'teacher'
+  assert load_config('fashion_mnist/stylegan2_distill.py', 'data').adversarial.init_from == ''
 
 
 def test_data_variant_is_the_scratch_recipe_plus_the_distillation_terms():

@@ -15,6 +15,11 @@ every 16 steps), the student gets the non-saturating loss at weight 1 with the t
 optimizer and G EMA, and every distillation term above at weight `DATA_KD_WEIGHT`. Against
 `stylegan2_scratch_student.py` at equal steps this measures what the teacher adds.
 
+`:data_d` is `:data` with the adversarial D starting from the teacher's trained discriminator
+(`adversarial.init_from='teacher'`, as GAN-compression recipes such as CAGAN do) instead of a fresh
+one; `:d_only` keeps only that (the scratch recipe with the teacher's D, no regression terms), the
+ablation that says which of the two the student gains from.
+
 Command (the teacher and the FID classifier are the shipped ones; point `teacher.checkpoint` at
 your own stylegan2_teacher run or an imported official G to distil that instead):
   python launch.py --config configs/fashion_mnist/stylegan2_distill.py --workdir workdirs/fm_sg2_distill
@@ -34,7 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   l1, arg = common.split_variant(arg, 'l1')
   gan, arg = common.split_variant(arg, 'gan')
   data, arg = common.split_variant(arg, 'data')
-  variant = 'l1' if l1 else 'gan' if gan else 'data' if data else ''
+  data_d, arg = common.split_variant(arg, 'data_d')
+  d_only, arg = common.split_variant(arg, 'd_only')
+  teacher_d = data_d or d_only
+  variant = 'l1' if l1 else 'gan' if gan else 'data' if data or teacher_d else ''
   mode = common.parse_arg(arg)
   tiny = mode == 'tiny'
   c = generator_distill.default_config()
@@ -58,6 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == 'data':
     c.losses = [dict(t, weight=DATA_KD_WEIGHT) if isinstance(t, dict)
                 else (t[0], DATA_KD_WEIGHT, t[2]) for t in c.losses]
+    if d_only:
+      c.losses, c.frozen_net.kind, c.frozen_net.layers = [], 'none', []
     c.losses += [('gan_ns_g', 1.0, {})]
     c.mode = 'data'
     c.adversarial.r1_every = recipe.r1_every
@@ -68,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.adversarial.discriminator = dict(common.TINY_SG2_DISCRIMINATOR if tiny
                                        else common.SG2_DISCRIMINATOR)
     c.adversarial.r1_gamma = recipe.r1_gamma
+    c.adversarial.init_from = 'teacher' if teacher_d else ''
     c.adversarial.optimizer.update(dict(learning_rate=recipe.d_optimizer.learning_rate,
                                         b1=recipe.d_optimizer.b1, b2=recipe.d_optimizer.b2))
   c.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='cosine', b1=0.5, b2=0.99))

@@ -13,7 +13,11 @@ of the outputs dict (`kd_jax.keys`):
   frozen_student_logits, frozen_teacher_logits          its logits (tempered_sigmoid_kl, kd)
   fake_logits                          a trainable discriminator on student images (gan_ns_g); it is
                                        trained to tell teacher samples (data-free mode) or real images
-                                       (data mode) from student samples.
+                                       (data mode) from student samples. With
+                                       `config.adversarial.init_from='teacher'` that D starts from the
+                                       teacher run's exported discriminator (GAN-compression recipes
+                                       such as CAGAN, Liu et al. 2021, reuse the teacher's D: it
+                                       already knows the data) instead of a fresh init.
 
 With `config.ema_decay` > 0 an exponential moving average of the student's weights (the GAN
 trainer's G_ema rule) is what is evaluated and exported, as for a GAN trained from scratch.
@@ -34,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from kd_jax import config_utils, errors, losses, optim, parallel
+from kd_jax import teacher as teacher_lib
 from kd_jax.data import augment
 from kd_jax.distill import core
 from kd_jax.losses.compose import Composite
@@ -64,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.frozen_net = ml_collections.ConfigDict(dict(kind='none', checkpoint='', layers=[]))
   c.adversarial = ml_collections.ConfigDict(dict(
       discriminator={'name': 'dcgan_discriminator'}, r1_gamma=1.0, r1_every=1,
-      optimizer=optim.default_optimizer_config()))
+      init_from='', optimizer=optim.default_optimizer_config()))
   c.adversarial.optimizer.update(dict(name='adam', learning_rate=2e-4, schedule='constant', b1=0.0,
                                       b2=0.99))
   c.losses = [('l1', 1.0, {})]
@@ -196,14 +201,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                               'config.adversarial.optimizer')
   z0 = jnp.zeros((1, spec.latent_dim), jnp.float32)
   y0 = jnp.zeros((1,), jnp.int32) if spec.num_classes else None
+  d_start = _discriminator_start(config, spec, run.image_shape, y0)
 
   def init(rng: Array) -> DistillState:
     params, model_state = spec.distiller.init(rng, z0, student_rngs={'params': rng, 'noise': rng},
                                               labels=y0)
     disc = None
     if spec.disc is not None:
-      d_vars = spec.disc.init(jax.random.fold_in(rng, 2), jnp.zeros((1, *run.image_shape)), y0,
-                              train=False)
+      d_vars = initial_discriminator(spec.disc, d_start, jax.random.fold_in(rng, 2),
+                                     run.image_shape, y0)
       disc = TrainState.create(params=d_vars['params'],
                              model_state={k: v for k, v in d_vars.items() if k != 'params'},
                              tx=d_tx)
@@ -227,6 +233,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             'image_shape': list(run.image_shape), 'mode': config.mode,
             'exported': {'generator': config_utils.to_dict(config.model)}})
   return loop.run(task, loop.Settings.from_config(config), workdir, run.mesh)
+
+
+INIT_FROM = ('', 'teacher')
+
+
+def _discriminator_start(config: ml_collections.ConfigDict, spec: Spec,
+                         image_shape: tuple[int, ...], y0: Array | None) -> PyTree | None:
+  """The adversarial D's starting variables: None (a fresh init) or, for `init_from='teacher'`, the
+  teacher run's exported discriminator, restored into `config.adversarial.discriminator`'s shapes
+  (a mismatch is one CheckpointError naming the leaves)."""
+  init_from = config.adversarial.init_from
+  if init_from not in INIT_FROM:
+    raise errors.ConfigError(f'config.adversarial.init_from={init_from!r}; use one of {INIT_FROM} '
+                             "('': a fresh D, 'teacher': the teacher run's discriminator).")
+  if not init_from:
+    return None
+  if spec.disc is None:
+    raise errors.ConfigError("config.adversarial.init_from='teacher' but no loss term reads "
+                             "fake_logits, so there is no adversarial D; add ('gan_ns_g', w, {}) "
+                             "to config.losses or set init_from=''.")
+  start = teacher_lib.restore_teacher(
+      config.teacher.checkpoint, config.adversarial.discriminator, role='discriminator',
+      init_args=(jnp.zeros((1, *image_shape)), y0), init_kwargs={'train': False},
+      field='config.adversarial', model_field='config.adversarial.discriminator',
+      checkpoint_field='config.teacher.checkpoint')
+  return start.variables
+
+
+def initial_discriminator(disc: nn.Module, start: PyTree | None, rng: Array,
+                          image_shape: tuple[int, ...], y0: Array | None) -> PyTree:
+  """The adversarial D's variables at step 0: `start` (the teacher's) when given, else fresh."""
+  if start is not None:
+    return start
+  return disc.init(rng, jnp.zeros((1, *image_shape)), y0, train=False)
 
 
 def export(state: DistillState) -> PyTree:
