@@ -38,7 +38,7 @@ ADDED_DEFAULTS = {
     # generator-distillation runs before the student EMA and lazy R1
     'ema_decay': 0.0, 'adversarial.r1_every': 1,
     # ... and before the adversarial D could start from the teacher's
-    'adversarial.init_from': '',
+    'adversarial.init_from': '', 'adversarial.fresh_latents': False,
     # Fashion-MNIST student configs before they spelled out the small CNN's depth
     'model.convs_per_stage': 1,
 }

@@ -249,3 +249,51 @@ def test_generator_distill_ema_follows_the_gan_trainers_rule_and_is_what_is_expo
   assert _flat(exported['params']).keys() == got.keys()
   assert all(np.array_equal(_flat(exported['params'])[k], got[k]) for k in got)
   assert set(exported) == {'params', *model_state['student']}
+
+
+def test_data_mode_with_fresh_latents_and_only_the_gan_term_is_the_gan_trainers_step():
+  """`fresh_latents` draws the D step's fakes and the student step's latents as `gan.train_step`
+  draws them, so a data-mode distillation with no term but the GAN loss is the GAN trainer's step
+  (what makes `stylegan2_distill.py:data` "the scratch recipe plus the distillation terms")."""
+  from kd_jax.trainers import gan  # pylint: disable=import-outside-toplevel
+  teacher, _, _, z0 = _tiny_generator_pair()
+  student = models.get('dcgan_generator', latent_dim=8, width=2, resolution=28, channels=1)
+  disc = models.get('dcgan_discriminator', width=4)
+  composite = losses.compose([('gan_ns_g', 1.0, {})])
+  distiller = core.build(student, [teacher], composite.required_keys, output='images', example=z0,
+                         call_kwargs={'labels': None})
+  params, model_state = distiller.init(jax.random.key(0), z0, labels=None)
+  d_vars = _random_variables(disc, jnp.zeros((1, 28, 28, 1)), None, seed=2)
+  tx = lambda: optax.adam(1e-2, b1=0.0, b2=0.99)
+  d_state = TrainState.create(params=d_vars['params'], model_state={}, tx=tx())
+  g_vars = {'params': params['student'], **model_state['student']}
+  gan_state = gan.GANState(
+      g=TrainState.create(params=params['student'], model_state=model_state['student'], tx=tx()),
+      d=d_state, g_ema=jax.tree.map(jnp.copy, g_vars))
+  ours = generator_distill.DistillState(
+      TrainState.create(params=params, model_state=model_state, tx=tx()), d_state,
+      jax.tree.map(jnp.copy, g_vars))
+  batch = {'image': jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1)),
+                                jnp.uint8), 'label': jnp.zeros((16,), jnp.int32)}
+  gan_step = jax.jit(functools.partial(gan.train_step, spec=gan.Spec(
+      student, disc, 8, r1_gamma=0.5, ema_decay=0.9)))
+  tree = distiller.teacher_tree([teacher])
+  for fresh in (True, False):
+    our_step = jax.jit(functools.partial(generator_distill.train_step, spec=generator_distill.Spec(
+        distiller, composite, 8, data_mode=True, disc=disc, r1_gamma=0.5, ema_decay=0.9,
+        fresh_latents=fresh)))
+    a, b = gan_state, ours
+    for _ in range(2):
+      a, m_gan = gan_step(a, None, batch, jax.random.key(5))
+      b, m_ours = our_step(b, tree, batch, jax.random.key(5))
+    same = [np.allclose(v, _flat(b.student.params['student'])[k], rtol=1e-5, atol=1e-6)
+            for k, v in _flat(a.g.params).items()]
+    if fresh:  # G, D, the EMA and the losses: the same step, to float tolerance
+      assert all(same)
+      for x, y in ((a.d.params, b.disc.params), (a.g_ema, b.ema)):
+        for k, v in _flat(x).items():
+          np.testing.assert_allclose(v, _flat(y)[k], rtol=1e-5, atol=1e-6, err_msg=k)
+      np.testing.assert_allclose(m_gan['g_loss'], m_ours['gan_ns_g'], rtol=1e-5)
+      np.testing.assert_allclose(m_gan['d_loss'], m_ours['d_loss'], rtol=1e-5)
+    else:  # the D step on the student step's own latents: another step
+      assert not all(same)

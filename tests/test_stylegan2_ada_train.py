@@ -159,6 +159,8 @@ def test_data_variant_is_the_scratch_recipe_plus_the_distillation_terms():
   assert dist.adversarial.discriminator == scratch.discriminator
   assert dist.total_steps == scratch.total_steps and dist.data.batch_size == scratch.data.batch_size
   assert dist.ema_decay == scratch.ema_decay > 0
+  # D's fakes drawn as the GAN trainer draws them (test_steps: then the step is the GAN step).
+  assert dist.adversarial.fresh_latents and dist.adversarial.init_from == ''
   assert (dist.adversarial.r1_gamma, dist.adversarial.r1_every) == (scratch.r1_gamma,
                                                                     scratch.r1_every)
   for ours, theirs in ((dist.optimizer, scratch.g_optimizer),

@@ -70,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.losses, c.frozen_net.kind, c.frozen_net.layers = [], 'none', []
     c.losses += [('gan_ns_g', 1.0, {})]
     c.mode = 'data'
+    c.adversarial.fresh_latents = True  # D's fakes drawn as the GAN trainer draws them
     c.adversarial.r1_every = recipe.r1_every
     c.ema_decay = recipe.ema_decay
   if variant == 'gan':

@@ -69,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.frozen_net = ml_collections.ConfigDict(dict(kind='none', checkpoint='', layers=[]))
   c.adversarial = ml_collections.ConfigDict(dict(
       discriminator={'name': 'dcgan_discriminator'}, r1_gamma=1.0, r1_every=1,
-      init_from='', optimizer=optim.default_optimizer_config()))
+      init_from='', fresh_latents=False, optimizer=optim.default_optimizer_config()))
   c.adversarial.optimizer.update(dict(name='adam', learning_rate=2e-4, schedule='constant', b1=0.0,
                                       b2=0.99))
   c.losses = [('l1', 1.0, {})]
@@ -93,6 +93,7 @@ class Spec:
   r1_gamma: float = 1.0
   r1_every: int = 1              # > 1: lazy R1 (StyleGAN2's 16)
   ema_decay: float = 0.0         # > 0: keep an EMA of the student (evaluated and exported)
+  fresh_latents: bool = False    # the D step's fakes on latents of their own (the GAN trainer's)
 
 
 def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *, spec: Spec
@@ -101,26 +102,33 @@ def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *
   st, d = state.student, spec.distiller
   b = batch['image'].shape[0]
   k_lat, k_noise = step_key(rng, st.step, 'latent'), step_key(rng, st.step, 'noise')
-  z = gan_parts.sample_latents(k_lat, b, spec.latent_dim)
-  y = (gan_parts.sample_labels(jax.random.fold_in(k_lat, 1), b, spec.num_classes)
-       if spec.num_classes else None)
-  t_out = d.teacher_outputs(teacher, z, rngs={'noise': k_noise}, labels=y)
+  # With fresh_latents the D step's fakes and the student step draw their latents, labels and noise
+  # as the GAN trainer's D and G steps do (`gan.train_step`): then `:data` is that recipe plus the
+  # distillation terms, step for step. Otherwise the D step reuses the student step's latents.
+  k_g, k_gn, k_y = ((jax.random.fold_in(k_lat, 1), jax.random.fold_in(k_noise, 1),
+                     jax.random.fold_in(k_lat, 2)) if spec.fresh_latents
+                    else (k_lat, k_noise, jax.random.fold_in(k_lat, 1)))
+  z = gan_parts.sample_latents(k_g, b, spec.latent_dim)
+  y = gan_parts.sample_labels(k_y, b, spec.num_classes) if spec.num_classes else None
+  t_out = d.teacher_outputs(teacher, z, rngs={'noise': k_gn}, labels=y)
   metrics: dict[str, Array] = {}
   disc = state.disc
   if spec.disc is not None:
-    fake, _ = gan_parts.generate(d.student, {'params': st.params['student'],
-                                             **st.model_state['student']}, z, y,
-                                 noise_rng=k_noise, train=True,
-                                 mutable=list(st.model_state['student']))
     real = augment.normalize(batch['image']) if spec.data_mode else t_out['teacher_images']
     real_y = batch['label'] if (spec.data_mode and spec.num_classes) else y
+    z_d, k_d = ((gan_parts.sample_latents(k_lat, b, spec.latent_dim), k_noise)
+                if spec.fresh_latents else (z, k_gn))
+    fake, _ = gan_parts.generate(d.student, {'params': st.params['student'],
+                                             **st.model_state['student']}, z_d, real_y,
+                                 noise_rng=k_d, train=True,
+                                 mutable=list(st.model_state['student']))
     disc, d_metrics = gan_parts.d_update(disc, spec.disc, real, jax.lax.stop_gradient(fake),
                                          real_y, r1_gamma=spec.r1_gamma, r1_every=spec.r1_every)
     metrics.update(d_metrics)
 
   def loss_fn(params):
     out, model_state = d.student_outputs(params, st.model_state, z, t_out, tree=teacher,
-                                         train=True, rngs={'noise': k_noise}, labels=y)
+                                         train=True, rngs={'noise': k_gn}, labels=y)
     if spec.disc is not None:
       out['fake_logits'] = spec.disc.apply({'params': disc.params, **disc.model_state},
                                            out['student_images'], y,
@@ -185,7 +193,7 @@ def build_spec(config: ml_collections.ConfigDict, teacher: Any, image_shape: tup
                              'a GAN recipe uses e.g. 0.999).')
   return Spec(distiller, composite, zdim, num_classes, config.mode == 'data', disc,
               float(config.adversarial.r1_gamma), int(config.adversarial.r1_every),
-              float(config.ema_decay)), critic_net
+              float(config.ema_decay), bool(config.adversarial.fresh_latents)), critic_net
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
