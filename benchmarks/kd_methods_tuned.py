@@ -13,7 +13,7 @@ every 250 steps on the held-out `train[90%:]`, and `test` is scored once, at the
 Runs live in `<root>/tuned/<method>_<point>_s<seed>`; finished runs (with a summary.json) are
 skipped, so the script can be stopped and resumed.
 
-  python benchmarks/kd_methods_tuned.py --write                 # everything (~3 h alone on 2 cores)
+  python benchmarks/kd_methods_tuned.py --write                 # everything (~7 h alone on 2 cores)
   python benchmarks/kd_methods_tuned.py --stage sweep --methods kd,pkt
   python benchmarks/kd_methods_tuned.py --table-only --write    # tables from finished runs
 

@@ -77,7 +77,8 @@ METHODS = {
 # CIFAR β=8 costs 5 pt here); DIST: weight and τ; feature methods: their weight × 0.001 … 1 (with
 # the references' weights their term is 3–15× the CE at the end of training). The first sweep stopped
 # at × 0.01 and DIST at w=2, τ=4; every feature pick and DIST's landed on that edge, so the grids were
-# extended past it (× 0.001; DIST w=4 and τ=8) before the seeds. `cc_repdistiller` and
+# extended past it (× 0.001; DIST w=4 and τ=8, then τ=16 when τ=8 won; CC down to × 0.001 when
+# × 0.1 was its best) before the seeds. `cc_repdistiller` and
 # `fitnet_stages` are variants of `cc` and `fitnet` and run at their reference only.
 _LOGIT_GRID = ['alpha=0.5,T=2', 'alpha=0.5,T=4', 'alpha=0.9,T=2', 'alpha=0.9,T=4']
 _FEATURE_GRID = ['w=0.001', 'w=0.01', 'w=0.1', 'w=1']
@@ -86,9 +87,10 @@ SWEEP = {
     'kd': _LOGIT_GRID, 'reverse_kl': _LOGIT_GRID, 'js': _LOGIT_GRID,
     'logit_mse': ['alpha=0.1', 'alpha=0.5', 'alpha=0.9'],
     'dkd': ['beta=1', 'beta=2', 'beta=8'],
-    'dist': ['w=1,T=1', 'w=2,T=1', 'w=1,T=4', 'w=2,T=4', 'w=4,T=4', 'w=2,T=8'],
+    'dist': ['w=1,T=1', 'w=2,T=1', 'w=1,T=4', 'w=2,T=4', 'w=4,T=4', 'w=2,T=8', 'w=4,T=8',
+             'w=2,T=16'],
     **{m: _FEATURE_GRID for m in ('fitnet', 'at', 'sp', 'rkd', 'pkt', 'nst', 'vid', 'crd')},
-    'cc': ['w=0.1', 'w=1', 'w=10'],
+    'cc': ['w=0.001', 'w=0.01', 'w=0.1', 'w=1', 'w=10'],
     'cc_repdistiller': [''],
     'fitnet_stages': [''],
 }
