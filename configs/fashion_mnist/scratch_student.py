@@ -7,8 +7,9 @@ Expected: below the KD student at equal steps (README "Fashion-MNIST study": mea
 `:few` is the data-limited setting: the first 10% of the training part only (`common.FEW_DATA`,
 5,400 labelled images), validated every 500 steps on `train[90%:]`, `test` scored once at the end.
 `:val` is the full-data setting of the same protocol: the whole training part `train[:90%]`,
-validated every 1,000 steps on `train[90%:]`, `test` scored once at the end (README "Full-data
-study": the ~100k-param student, `--config.model.width=18 --config.model.convs_per_stage=2`).
+validated every 1,000 steps on `train[90%:]`, `test` scored once at the end. The ~100k-param
+student for it: `--config.model.width=18 --config.model.convs_per_stage=2` (91,792 params, two
+3×3 convs per stage).
 Runtime on 2 CPU cores: see README (measured); `:tiny` runs in seconds.
 """
 import ml_collections
