@@ -13,7 +13,9 @@ per-sample regressions with it so the student stays sharp instead of averaging).
 do): D learns real images against the student's (mode 'data', the teacher's D recipe with lazy R1
 every 16 steps), the student gets the non-saturating loss at weight 1 with the teacher's G
 optimizer and G EMA, and every distillation term above at weight `DATA_KD_WEIGHT`. Against
-`stylegan2_scratch_student.py` at equal steps this measures what the teacher adds.
+`stylegan2_scratch_student.py` at equal steps this measures what the teacher adds: D's fakes are
+drawn as the GAN trainer draws them (`adversarial.fresh_latents`), so with no distillation term
+the step is the scratch student's step (tests/test_steps.py).
 
 `:data_d` is `:data` with the adversarial D starting from the teacher's trained discriminator
 (`adversarial.init_from='teacher'`, as GAN-compression recipes such as CAGAN do) instead of a fresh
