@@ -83,6 +83,12 @@ def teacher_model(mode: str) -> dict:
 VALIDATION = dict(train_split='train[:90%]', eval_split='train[90%:]', test_split='test')
 
 
+def classifier_teacher_checkpoint(held_out: bool) -> str:
+  """The ResNet-20 teacher run a student distils from: `teacher.py:val`'s (trained on
+  `train[:90%]` only) when the student is validated on the held-out 10%, else `teacher.py`'s."""
+  return 'workdirs/fm_teacher_val' if held_out else 'workdirs/fm_teacher'
+
+
 def use_validation(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Train on the first 90% of `train`, evaluate on the held-out 10%, test once at the end."""
   config.data.update(VALIDATION)

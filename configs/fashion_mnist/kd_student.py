@@ -26,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   opts, rest = common.split_options(arg, {'T': float, 'alpha': float})
   c = scratch_student.get_config(rest)  # `:few`/`:val` included: the scratch student's data
   variant, mode_arg = scratch_student.split_data_variant(rest)
-  c.teacher.checkpoint = 'workdirs/fm_teacher_val' if variant else 'workdirs/fm_teacher'
+  c.teacher.checkpoint = common.classifier_teacher_checkpoint(held_out=bool(variant))
   c.teacher.model = common.teacher_model(common.parse_arg(mode_arg))
   alpha = opts.get('alpha', ALPHA)
   common.check_share(alpha, arg)

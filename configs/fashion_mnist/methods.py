@@ -172,7 +172,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if val:
     common.use_validation(c)
   if method != 'scratch':
-    c.teacher.checkpoint = 'workdirs/fm_teacher_val' if val else 'workdirs/fm_teacher'
+    c.teacher.checkpoint = common.classifier_teacher_checkpoint(held_out=val)
     c.teacher.model = common.teacher_model(mode)
   if method == 'fitnet_stages':
     hint = HINT_STEPS if mode == 'full' else max(1, c.total_steps // 3)

@@ -18,8 +18,9 @@ from configs.fashion_mnist import common
 from kd_jax.trainers import classification
 
 STUDENT_STEPS = 2000
-# The data variants: which part of `train` the student learns from (both validate on `train[90%:]`).
-DATA_VARIANTS = {'few': common.use_few_data, 'val': common.use_validation}
+# The data variants: which part of `train` the student learns from (both validate on `train[90%:]`),
+# and how many steps apart the validations are.
+DATA_VARIANTS = {'few': (common.use_few_data, 500), 'val': (common.use_validation, 1000)}
 
 
 def split_data_variant(arg: str | None) -> tuple[str | None, str | None]:
@@ -50,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.shrink(c)
     c.optimizer.warmup_steps = 0
   if variant:
-    DATA_VARIANTS[variant](c)
-    c.eval_every = 0 if tiny else {'few': 500, 'val': 1000}[variant]
+    use, eval_every = DATA_VARIANTS[variant]
+    use(c)
+    c.eval_every = 0 if tiny else eval_every
   return c

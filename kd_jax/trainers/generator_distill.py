@@ -105,9 +105,11 @@ def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *
   # With fresh_latents the D step's fakes and the student step draw their latents, labels and noise
   # as the GAN trainer's D and G steps do (`gan.train_step`): then `:data` is that recipe plus the
   # distillation terms, step for step. Otherwise the D step reuses the student step's latents.
-  k_g, k_gn, k_y = ((jax.random.fold_in(k_lat, 1), jax.random.fold_in(k_noise, 1),
-                     jax.random.fold_in(k_lat, 2)) if spec.fresh_latents
-                    else (k_lat, k_noise, jax.random.fold_in(k_lat, 1)))
+  if spec.fresh_latents:
+    k_g, k_gn, k_y = (jax.random.fold_in(k_lat, 1), jax.random.fold_in(k_noise, 1),
+                      jax.random.fold_in(k_lat, 2))
+  else:
+    k_g, k_gn, k_y = k_lat, k_noise, jax.random.fold_in(k_lat, 1)
   z = gan_parts.sample_latents(k_g, b, spec.latent_dim)
   y = gan_parts.sample_labels(k_y, b, spec.num_classes) if spec.num_classes else None
   t_out = d.teacher_outputs(teacher, z, rngs={'noise': k_gn}, labels=y)
@@ -116,11 +118,11 @@ def train_step(state: DistillState, teacher: PyTree, batch: Batch, rng: Array, *
   if spec.disc is not None:
     real = augment.normalize(batch['image']) if spec.data_mode else t_out['teacher_images']
     real_y = batch['label'] if (spec.data_mode and spec.num_classes) else y
-    z_d, k_d = ((gan_parts.sample_latents(k_lat, b, spec.latent_dim), k_noise)
-                if spec.fresh_latents else (z, k_gn))
+    # Fresh: D's fakes on the step's own keys (the G step took fold-ins of them); else the G step's.
+    z_d = gan_parts.sample_latents(k_lat, b, spec.latent_dim) if spec.fresh_latents else z
     fake, _ = gan_parts.generate(d.student, {'params': st.params['student'],
                                              **st.model_state['student']}, z_d, real_y,
-                                 noise_rng=k_d, train=True,
+                                 noise_rng=k_noise if spec.fresh_latents else k_gn, train=True,
                                  mutable=list(st.model_state['student']))
     disc, d_metrics = gan_parts.d_update(disc, spec.disc, real, jax.lax.stop_gradient(fake),
                                          real_y, r1_gamma=spec.r1_gamma, r1_every=spec.r1_every)
@@ -264,8 +266,7 @@ def _discriminator_start(config: ml_collections.ConfigDict, spec: Spec,
   start = teacher_lib.restore_teacher(
       config.teacher.checkpoint, config.adversarial.discriminator, role='discriminator',
       init_args=(jnp.zeros((1, *image_shape)), y0), init_kwargs={'train': False},
-      field='config.adversarial', model_field='config.adversarial.discriminator',
-      checkpoint_field='config.teacher.checkpoint')
+      model_field='config.adversarial.discriminator')
   return start.variables
 
 
